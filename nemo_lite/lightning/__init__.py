@@ -1,0 +1,40 @@
+"""nemo_lite.lightning: the link between Lightning and Megatron-Core.
+
+Names load on first use, so `from nemo_lite import lightning as nl` costs nothing until
+`nl.MegatronStrategy` (and with it Lightning and megatron-core) is actually needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "MegatronStrategy": "nemo_lite.lightning.strategy",
+    "MegatronParallel": "nemo_lite.lightning.parallel",
+    "MegatronLossReduction": "nemo_lite.lightning.parallel",
+    "MegatronMixedPrecision": "nemo_lite.lightning.precision",
+    "Trainer": "nemo_lite.lightning.trainer",
+    "MegatronOptimizerModule": "nemo_lite.lightning.optim",
+    "CosineAnnealingScheduler": "nemo_lite.lightning.optim",
+    "WarmupAnnealingScheduler": "nemo_lite.lightning.optim",
+    "ParallelLayout": "nemo_lite.lightning.layout",
+    "LayoutError": "nemo_lite.lightning.layout",
+    "MegatronPretrainingBatchSampler": "nemo_lite.lightning.sampler",
+    "RestoreConfig": "nemo_lite.lightning.resume",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nemo_lite.lightning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

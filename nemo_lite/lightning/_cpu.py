@@ -48,6 +48,7 @@ def _factory_on_cpu(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         if "device" in kwargs:
             kwargs["device"] = _to_cpu_device(kwargs["device"])
+        kwargs.pop("pin_memory", None)  # pinning needs an accelerator; pointless on CPU
         return fn(*args, **kwargs)
 
     return wrapper
@@ -227,9 +228,12 @@ DEVICE_MODULES = (
     "megatron.core.transformer.module",
     "megatron.core.transformer.utils",  # get_default_causal_mask(device="cuda")
     "megatron.core.models.common.embeddings.yarn_rotary_pos_embedding",
+    "megatron.core.models.common.embeddings.rope_utils",  # CP index (pinned, then .cuda())
     "megatron.core.pipeline_parallel.utils",
     "megatron.core.dist_checkpointing.exchange_utils",
-    "megatron.core.dist_checkpointing.strategies.state_dict_saver",
+    "megatron.core.dist_checkpointing.strategies.state_dict_saver",  # verify-reuse flags
+    "megatron.core.dist_checkpointing.strategies.filesystem_async",  # synchronize before copy
+    "megatron.core.dist_checkpointing.strategies.async_utils",  # liveness flags
     "megatron.core.transformer.transformer_layer",
     "megatron.core.transformer.attention",
     "megatron.core.transformer.dot_product_attention",
@@ -281,6 +285,14 @@ def _install_embedding_sync() -> None:
         )
 
 
+def _install_rope_cp_index() -> None:
+    for name in ("rope_utils", "rotary_pos_embedding", "yarn_rotary_pos_embedding"):
+        module = importlib.import_module(f"megatron.core.models.common.embeddings.{name}")
+        fn = getattr(module, "get_pos_emb_on_this_cp_rank", None)
+        if fn is not None and not getattr(fn, "__nemo_lite_cpu_shim__", False):
+            module.get_pos_emb_on_this_cp_rank = _within(_tensor_cuda_is_identity, fn)
+
+
 SHIMS: tuple[Shim, ...] = (
     Shim(
         "device_redirect",
@@ -305,6 +317,12 @@ SHIMS: tuple[Shim, ...] = (
         "LanguageModule.setup_embeddings_and_output_layer calls weight.data.cuda() before the "
         "first/last pipeline stage all-reduce of tied embeddings",
         _install_embedding_sync,
+    ),
+    Shim(
+        "rope_cp_index",
+        "rope_utils.get_pos_emb_on_this_cp_rank builds its chunk index with pin_memory=True and "
+        ".cuda(); with CP>1 and RoPE it runs every forward",
+        _install_rope_cp_index,
     ),
 )
 

@@ -1,0 +1,36 @@
+"""nemo_lite.llm: GPT-family models, their steps and loss, and data modules.
+
+Names load on first use (megatron-core and Lightning are heavy imports).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GPTConfig": "nemo_lite.llm.gpt.config",
+    "LlamaConfig": "nemo_lite.llm.gpt.config",
+    "MixtralConfig": "nemo_lite.llm.gpt.config",
+    "GPTModel": "nemo_lite.llm.gpt.model",
+    "gpt_data_step": "nemo_lite.llm.gpt.steps",
+    "gpt_forward_step": "nemo_lite.llm.gpt.steps",
+    "MaskedTokenLossReduction": "nemo_lite.llm.loss",
+    "MockDataModule": "nemo_lite.llm.data.mock",
+    "ByteTokenizer": "nemo_lite.llm.tokenizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nemo_lite.llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

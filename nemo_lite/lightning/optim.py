@@ -1,0 +1,145 @@
+"""Megatron's optimizer and LR schedule, presented to Lightning as one torch Optimizer.
+
+`MegatronOptimizerModule(config=OptimizerConfig(...), lr_scheduler=CosineAnnealingScheduler(...))`
+is NeMo 2.0's API. The optimizer is megatron's (distributed or not, fp32 main params, loss
+scaling, gradient clipping from `config.clip_grad`); the schedule is megatron's
+OptimizerParamScheduler, stepped once per optimizer step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+
+@dataclass
+class CosineAnnealingScheduler:
+    """Linear warmup, optional constant hold, then cosine decay to `min_lr` at `max_steps`."""
+
+    max_steps: int | None = None
+    warmup_steps: int = 0
+    constant_steps: int = 0
+    min_lr: float = 0.0
+    decay_style: str = "cosine"
+
+    def build(self, optimizer: Any, max_lr: float, max_steps: int, weight_decay: float):
+        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+        total = self.max_steps or max_steps
+        if total is None or total <= 0:
+            raise ValueError(
+                "CosineAnnealingScheduler needs max_steps: set it, or set trainer max_steps."
+            )
+        return OptimizerParamScheduler(
+            optimizer,
+            init_lr=0.0 if self.warmup_steps else max_lr,
+            max_lr=max_lr,
+            min_lr=self.min_lr,
+            lr_warmup_steps=self.warmup_steps,
+            lr_decay_steps=max(total - self.constant_steps, self.warmup_steps + 1),
+            lr_decay_style=self.decay_style,
+            start_wd=weight_decay,
+            end_wd=weight_decay,
+            wd_incr_steps=total,
+            wd_incr_style="constant",
+        )
+
+
+@dataclass
+class WarmupAnnealingScheduler(CosineAnnealingScheduler):
+    decay_style: str = "linear"
+
+
+class MegatronOptimizerModule:
+    """Builds megatron's optimizer (and schedule) for the DDP-wrapped model chunks."""
+
+    def __init__(
+        self,
+        config: Any = None,
+        lr_scheduler: CosineAnnealingScheduler | None = None,
+        no_weight_decay_cond: Callable | None = None,
+        scale_lr_cond: Callable | None = None,
+        lr_mult: float = 1.0,
+    ) -> None:
+        if config is None:
+            from megatron.core.optimizer import OptimizerConfig
+
+            config = OptimizerConfig(lr=1e-4, optimizer="adam", use_distributed_optimizer=False)
+        self.config = config
+        self.lr_scheduler = lr_scheduler
+        self.no_weight_decay_cond = no_weight_decay_cond
+        self.scale_lr_cond = scale_lr_cond
+        self.lr_mult = lr_mult
+
+    def build(self, chunks: Sequence[torch.nn.Module], max_steps: int | None) -> MegatronOptimizer:
+        from megatron.core.optimizer import get_megatron_optimizer
+
+        mcore = get_megatron_optimizer(self.config, list(chunks))
+        scheduler = None
+        if self.lr_scheduler is not None:
+            scheduler = self.lr_scheduler.build(
+                mcore, self.config.lr, max_steps, self.config.weight_decay
+            )
+        return MegatronOptimizer(mcore, scheduler)
+
+
+class MegatronOptimizer(torch.optim.Optimizer):
+    """A torch Optimizer face on megatron's optimizer, so Lightning's loops can drive it.
+
+    `step(closure)` runs the closure (Megatron's forward-backward) and then megatron's step,
+    which unscales, clips, checks for inf/nan and updates; the LR schedule steps after it.
+    """
+
+    def __init__(self, mcore: Any, scheduler: Any = None) -> None:
+        # torch.optim.Optimizer.__init__ would re-register parameters megatron already owns.
+        self.mcore = mcore
+        self.scheduler = scheduler
+        self.defaults: dict[str, Any] = {}
+        self._optimizer_step_pre_hooks: dict = {}
+        self._optimizer_step_post_hooks: dict = {}
+        self.last_grad_norm: float | None = None
+        self.last_update_successful: bool = True
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.mcore.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.mcore.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """No-op: Lightning calls it between the step and backward, but Megatron's schedule
+        has already produced the gradients by then; `MegatronStrategy.megatron_step` zeroes
+        them (DDP buffers and optimizer) before each forward-backward instead."""
+
+    def zero_megatron_grads(self) -> None:
+        self.mcore.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        success, grad_norm, _ = self.mcore.step()
+        self.last_update_successful = bool(success)
+        self.last_grad_norm = None if grad_norm is None else float(grad_norm)
+        if self.scheduler is not None and success:
+            self.scheduler.step(increment=1)
+        return loss
+
+    @property
+    def lr(self) -> float:
+        return float(self.mcore.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.mcore.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.mcore.load_state_dict(state_dict)
+
+    def __repr__(self) -> str:
+        return f"MegatronOptimizer({type(self.mcore).__name__})"

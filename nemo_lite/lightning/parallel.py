@@ -1,0 +1,110 @@
+"""MegatronParallel: this rank's model chunks plus the three steps Megatron's schedule runs.
+
+The schedule (no pipelining, 1F1B or interleaved, chosen by megatron from parallel_state)
+calls, for every micro-batch and model chunk:
+    batch = data_step(data_iterator)          # fetch + move + CP-slice one micro-batch
+    out = forward_step(chunk, batch)          # run the chunk
+    loss_reduction.forward(batch, out)        # last stage: (loss_sum, num_tokens, report)
+and `loss_reduction.reduce(reports)` turns the step's reports into one number.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+
+class MegatronLossReduction:
+    """Contract of a loss reduction: per micro-batch `forward`, per step `reduce`."""
+
+    def forward(
+        self, batch: dict[str, Any], forward_out: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Return (loss to back-propagate, token count as int tensor, report for `reduce`)."""
+        raise NotImplementedError
+
+    def reduce(self, outputs: Sequence[dict[str, torch.Tensor]], group: Any = None) -> torch.Tensor:
+        """Combine one step's reports (all micro-batches of this rank) across `group`."""
+        raise NotImplementedError
+
+
+DataStep = Callable[[Iterator[Any]], dict[str, Any]]
+ForwardStep = Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor]
+
+
+class MegatronParallel(torch.nn.ModuleList):
+    """Holds one chunk per virtual-pipeline stage (DDP-wrapped) and runs forward-backward."""
+
+    def __init__(
+        self,
+        chunks: Sequence[torch.nn.Module],
+        data_step: DataStep,
+        forward_step: ForwardStep,
+        loss_reduction: MegatronLossReduction | None = None,
+    ) -> None:
+        super().__init__(chunks)
+        self.data_step = data_step
+        self.forward_step = forward_step
+        self.loss_reduction = loss_reduction
+
+    def _step_fn(self, loss_reduction: MegatronLossReduction):
+        data_step, forward_step = self.data_step, self.forward_step
+
+        def step(data_iterator, chunk):
+            batch = data_step(data_iterator)
+            return forward_step(chunk, batch), functools.partial(loss_reduction.forward, batch)
+
+        return step
+
+    def forward(
+        self,
+        data: Iterator[Any],
+        *,
+        forward_only: bool,
+        num_microbatches: int,
+        seq_length: int,
+        micro_batch_size: int,
+        loss_reduction: MegatronLossReduction | None = None,
+    ) -> torch.Tensor:
+        """One global batch through Megatron's schedule; returns the reduced loss on every rank."""
+        from megatron.core import parallel_state
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        reduction = loss_reduction or self.loss_reduction
+        if reduction is None:
+            raise ValueError("MegatronParallel needs a loss reduction (e.g. MaskedTokenLossReduction).")
+        # Every chunk consumes the same micro-batches in order: fetch them once, replay per chunk.
+        micro_batches = [next(data) for _ in range(num_microbatches)]
+        iterators = [iter(micro_batches) for _ in self]
+        outputs = get_forward_backward_func()(
+            forward_step_func=self._step_fn(reduction),
+            data_iterator=iterators if len(self) > 1 else iterators[0],
+            model=list(self),
+            num_microbatches=num_microbatches,
+            seq_length=seq_length,
+            micro_batch_size=micro_batch_size,
+            forward_only=forward_only,
+        )
+        if parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+            group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+            loss = reduction.reduce(outputs, group=group).detach().float()
+        else:
+            loss = torch.zeros((), dtype=torch.float32)
+        return _share_from_last_stage(loss)
+
+
+def _share_from_last_stage(loss: torch.Tensor) -> torch.Tensor:
+    """Give every pipeline stage the last stage's loss (for logging and checkpoint naming)."""
+    from megatron.core import parallel_state
+
+    from nemo_lite.lightning.device import compute_device
+
+    if parallel_state.get_pipeline_model_parallel_world_size() == 1:
+        return loss
+    loss = loss.to(compute_device()).reshape(1)
+    if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+        loss.zero_()
+    torch.distributed.all_reduce(loss, group=parallel_state.get_pipeline_model_parallel_group())
+    return loss[0]

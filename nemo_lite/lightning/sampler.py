@@ -1,0 +1,63 @@
+"""Megatron's pretraining batch sampler: micro-batches of one data-parallel rank, resumable.
+
+Sample order is global: global batch k holds samples [k*G, (k+1)*G). It is cut into
+micro-batches of `micro_batch_size * dp_size` consecutive samples, and rank r takes slice
+r of each, so every data-parallel layout sees the same global batches (the basis of the
+parity tests). `consumed_samples` says where to start, which is how a resumed run continues
+from the exact next sample.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+PAD_INDEX = -1  # a sample index that datasets turn into an all-masked sample
+
+
+class MegatronPretrainingBatchSampler:
+    def __init__(
+        self,
+        total_samples: int,
+        consumed_samples: int,
+        micro_batch_size: int,
+        global_batch_size: int,
+        data_parallel_rank: int,
+        data_parallel_size: int,
+        drop_last: bool = True,
+    ) -> None:
+        if total_samples <= 0:
+            raise ValueError(f"no samples to draw from (total_samples={total_samples}).")
+        if global_batch_size % (micro_batch_size * data_parallel_size) != 0:
+            raise ValueError(
+                f"global_batch_size={global_batch_size} is not divisible by micro_batch_size "
+                f"({micro_batch_size}) x data parallel size ({data_parallel_size})."
+            )
+        if not 0 <= data_parallel_rank < data_parallel_size:
+            raise ValueError(f"data_parallel_rank={data_parallel_rank} not in [0, {data_parallel_size}).")
+        self.total_samples = total_samples
+        self.consumed_samples = consumed_samples
+        self.micro_batch_size = micro_batch_size
+        self.global_batch_size = global_batch_size
+        self.data_parallel_rank = data_parallel_rank
+        self.data_parallel_size = data_parallel_size
+        self.drop_last = drop_last
+
+    @property
+    def _stride(self) -> int:
+        return self.micro_batch_size * self.data_parallel_size
+
+    def __len__(self) -> int:
+        """Micro-batches this rank yields from `consumed_samples` to the end."""
+        remaining = max(self.total_samples - self.consumed_samples % self.total_samples, 0)
+        if self.drop_last:
+            full = remaining // self.global_batch_size * self.global_batch_size
+        else:
+            full = -(-remaining // self.global_batch_size) * self.global_batch_size
+        return full // self._stride
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start = self.consumed_samples % self.total_samples
+        lo = self.data_parallel_rank * self.micro_batch_size
+        for first in range(start, start + len(self) * self._stride, self._stride):
+            window = [i if i < self.total_samples else PAD_INDEX for i in range(first, first + self._stride)]
+            yield window[lo : lo + self.micro_batch_size]

@@ -1,0 +1,383 @@
+"""MegatronStrategy: a Lightning strategy whose model is split and trained the Megatron way.
+
+What it adds to Lightning's DDPStrategy (which launches processes and owns the world group):
+- megatron's process groups (`parallel_state`) for TP/PP/VPP/CP/EP, the RNG tracker seed,
+  and the CPU shims when no GPU is used;
+- the parallel sizes and precision written into the model's TransformerConfig before
+  `configure_model()` builds this rank's chunks;
+- the chunks wrapped in megatron's Float16Module (bf16/fp16) and DistributedDataParallel,
+  held by `MegatronParallel`, which runs the forward-backward schedule for every
+  training / validation / test step.
+The layout is validated before any group or model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import timedelta
+from typing import Any, Iterator
+
+import torch
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
+
+from nemo_lite.lightning.checkpoint_io import load_model_weights, save_model_weights
+from nemo_lite.lightning.layout import LayoutError, ParallelLayout
+from nemo_lite.lightning.parallel import MegatronParallel
+from nemo_lite.lightning.precision import MegatronMixedPrecision
+
+log = logging.getLogger(__name__)
+
+
+class MegatronStrategy(DDPStrategy):
+    strategy_name = "megatron"
+
+    def __init__(
+        self,
+        tensor_model_parallel_size: int = 1,
+        pipeline_model_parallel_size: int = 1,
+        virtual_pipeline_model_parallel_size: int | None = None,
+        microbatch_group_size_per_vp_stage: int | None = None,
+        context_parallel_size: int = 1,
+        sequence_parallel: bool = False,
+        expert_model_parallel_size: int = 1,
+        expert_tensor_parallel_size: int | None = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: Any = None,
+        checkpoint_io: Any = None,
+        find_unused_parameters: bool = False,
+        ckpt_load_optimizer: bool = True,
+        ckpt_save_optimizer: bool = True,
+        ddp: str | Any = "megatron",
+        lazy_init: bool = False,
+        pipeline_dtype: torch.dtype | None = None,
+        use_te_rng_tracker: bool = False,
+        save_ckpt_format: str = "torch_dist",
+        ckpt_async_save: bool = False,
+        ckpt_torch_dist_multiproc: int | None = None,
+        ckpt_assume_constant_structure: bool = False,
+        ckpt_parallel_save: bool = True,
+        ckpt_parallel_save_within_dp: bool = False,
+        ckpt_parallel_load: bool = False,
+        ckpt_parallel_save_optim: bool = True,
+        ckpt_load_directly_on_device: bool = True,
+        ckpt_load_strictness: str | None = None,
+        setup_optimizers: bool = True,
+        init_model_parallel: bool = True,
+        replace_progress_bar: bool = True,
+        progress_interval: int = 1,
+        restore_config: Any = None,
+        seed: int = 1234,
+        timeout: timedelta | None = timedelta(minutes=30),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io,
+            find_unused_parameters=find_unused_parameters,
+            timeout=timeout,
+            **kwargs,
+        )
+        self.layout = ParallelLayout(
+            tensor_model_parallel_size=tensor_model_parallel_size,
+            pipeline_model_parallel_size=pipeline_model_parallel_size,
+            virtual_pipeline_model_parallel_size=virtual_pipeline_model_parallel_size,
+            context_parallel_size=context_parallel_size,
+            sequence_parallel=sequence_parallel,
+            expert_model_parallel_size=expert_model_parallel_size,
+            expert_tensor_parallel_size=expert_tensor_parallel_size,
+        )
+        self.layout.validate_sizes()
+        self.microbatch_group_size_per_vp_stage = microbatch_group_size_per_vp_stage
+        self.ddp_config = ddp
+        self.pipeline_dtype = pipeline_dtype
+        self.use_te_rng_tracker = use_te_rng_tracker
+        self.seed = seed
+        self.should_setup_optimizers = setup_optimizers
+        self.init_model_parallel = init_model_parallel
+        self.restore_config = restore_config
+        self.ckpt_load_optimizer = ckpt_load_optimizer
+        self.ckpt_save_optimizer = ckpt_save_optimizer
+        self.save_ckpt_format = save_ckpt_format
+        self.ckpt_async_save = ckpt_async_save
+        self.ckpt_options = {
+            "torch_dist_multiproc": ckpt_torch_dist_multiproc,
+            "assume_constant_structure": ckpt_assume_constant_structure,
+            "parallel_save": ckpt_parallel_save,
+            "parallel_save_within_dp": ckpt_parallel_save_within_dp,
+            "parallel_load": ckpt_parallel_load,
+            "parallel_save_optim": ckpt_parallel_save_optim,
+            "load_directly_on_device": ckpt_load_directly_on_device,
+            "load_strictness": ckpt_load_strictness,
+        }
+        self.megatron_parallel: MegatronParallel | None = None
+        self.num_microbatches = 1
+        self.global_batch_size = 1
+        self.micro_batch_size = 1
+        self.seq_length = 1
+
+    # Parallel sizes under NeMo's attribute names.
+    @property
+    def tensor_model_parallel_size(self) -> int:
+        return self.layout.tensor_model_parallel_size
+
+    @property
+    def pipeline_model_parallel_size(self) -> int:
+        return self.layout.pipeline_model_parallel_size
+
+    @property
+    def virtual_pipeline_model_parallel_size(self) -> int | None:
+        return self.layout.virtual_pipeline_model_parallel_size
+
+    @property
+    def context_parallel_size(self) -> int:
+        return self.layout.context_parallel_size
+
+    @property
+    def sequence_parallel(self) -> bool:
+        return self.layout.sequence_parallel
+
+    @property
+    def expert_model_parallel_size(self) -> int:
+        return self.layout.expert_model_parallel_size
+
+    @property
+    def uses_cuda(self) -> bool:
+        return self.root_device.type == "cuda"
+
+    # --- environment: process groups, megatron state, config --------------------------------
+    def setup_environment(self) -> None:
+        self._use_megatron_precision()
+        self._validate_before_launch()
+        super().setup_environment()  # Lightning: device + torch.distributed world group
+        if self.init_model_parallel:
+            self._init_megatron()
+        self._configure_model_config()
+
+    def _use_megatron_precision(self) -> None:
+        plugin = self.precision_plugin
+        if isinstance(plugin, MegatronMixedPrecision):
+            return
+        if type(plugin) is Precision:  # Lightning's default, 32-true
+            self.precision_plugin = MegatronMixedPrecision("32")
+            return
+        raise ValueError(
+            f"MegatronStrategy does its own mixed precision; got precision plugin "
+            f"{type(plugin).__name__}. Pass plugins=nl.MegatronMixedPrecision(precision="
+            "'bf16-mixed' | '16-mixed' | '32') instead of Trainer(precision=...)."
+        )
+
+    def _validate_before_launch(self) -> None:
+        """Check the layout against the world size and the model before any rank is built."""
+        world = self.num_nodes * self.num_processes
+        self.layout.validate_world(world)
+        config = getattr(self.lightning_module, "config", None)
+        if config is not None:
+            self.layout.validate_model(
+                num_layers=config.num_layers,
+                num_attention_heads=config.num_attention_heads,
+                num_query_groups=config.num_query_groups,
+                seq_length=getattr(config, "seq_length", None),
+                num_moe_experts=config.num_moe_experts,
+                ffn_hidden_size=config.ffn_hidden_size,
+            )
+        data = self._datamodule()
+        if data is not None:
+            self.global_batch_size = data.global_batch_size
+            self.micro_batch_size = data.micro_batch_size
+            self.seq_length = data.seq_length
+            self.num_microbatches = self.layout.validate_batch(
+                world_size=world,
+                global_batch_size=data.global_batch_size,
+                micro_batch_size=data.micro_batch_size,
+            )
+            if config is not None and data.seq_length > config.seq_length:
+                raise LayoutError(
+                    f"data seq_length={data.seq_length} exceeds the model's "
+                    f"seq_length={config.seq_length}: make them equal."
+                )
+
+    def _datamodule(self) -> Any:
+        trainer = getattr(self.lightning_module, "_trainer", None)
+        data = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if data is None:
+            return None
+        missing = [k for k in ("global_batch_size", "micro_batch_size", "seq_length") if not hasattr(data, k)]
+        if missing:
+            raise ValueError(
+                f"MegatronStrategy reads {missing} from the data module; "
+                f"{type(data).__name__} does not define them."
+            )
+        return data
+
+    def _init_megatron(self) -> None:
+        from megatron.core import parallel_state, tensor_parallel
+
+        if parallel_state.model_parallel_is_initialized():
+            parallel_state.destroy_model_parallel()
+        layout = self.layout
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=layout.tensor_model_parallel_size,
+            pipeline_model_parallel_size=layout.pipeline_model_parallel_size,
+            virtual_pipeline_model_parallel_size=layout.virtual_pipeline_model_parallel_size,
+            context_parallel_size=layout.context_parallel_size,
+            expert_model_parallel_size=layout.expert_model_parallel_size,
+            expert_tensor_parallel_size=layout.expert_tensor_parallel_size,
+        )
+        if not self.uses_cuda:
+            from nemo_lite.lightning import _cpu
+
+            _cpu.apply()
+        tensor_parallel.model_parallel_cuda_manual_seed(
+            self.seed, te_rng_tracker=self.use_te_rng_tracker and self.uses_cuda
+        )
+
+    def _configure_model_config(self) -> None:
+        config = getattr(self.lightning_module, "config", None)
+        if config is None:
+            return
+        layout = self.layout
+        for field in dataclasses.fields(ParallelLayout):
+            setattr(config, field.name, getattr(layout, field.name))
+        config.expert_tensor_parallel_size = (
+            layout.expert_tensor_parallel_size or layout.tensor_model_parallel_size
+        )
+        if self.microbatch_group_size_per_vp_stage is not None:
+            config.microbatch_group_size_per_vp_stage = self.microbatch_group_size_per_vp_stage
+        elif layout.virtual_pipeline_model_parallel_size:
+            config.microbatch_group_size_per_vp_stage = layout.pipeline_model_parallel_size
+        self.precision_plugin.configure_model(config)
+        if self.pipeline_dtype is not None:
+            config.pipeline_dtype = self.pipeline_dtype
+        if not self.uses_cuda:
+            # Batched p2p on gloo gives wrong gradients with the interleaved schedule
+            # (platform notes: grad norm 14.5 vs 1.17), and needs torch.cuda.synchronize.
+            config.batch_p2p_comm = False
+            config.use_cpu_initialization = True
+
+    # --- model wrapping and optimizers -------------------------------------------------------
+    def setup(self, trainer: Any) -> None:
+        self.accelerator.setup(trainer)
+        module = self.lightning_module
+        if getattr(module, "module", None) is None:
+            module.configure_model()
+        if trainer.gradient_clip_val:
+            raise ValueError(
+                "Trainer(gradient_clip_val=...) is not used by MegatronStrategy: gradient "
+                "clipping lives in megatron's optimizer; set OptimizerConfig(clip_grad=...)."
+            )
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        chunks = [chunk.to(self.root_device) for chunk in module.module]
+        config = module.config
+        if self.precision_plugin.is_half:
+            from megatron.core.transformer.module import Float16Module
+
+            chunks = [Float16Module(config, chunk) for chunk in chunks]
+        if fitting:
+            chunks = self._wrap_ddp(chunks, config, module)
+        self.megatron_parallel = MegatronParallel(chunks, module.data_step, module.forward_step)
+        self.model = self.megatron_parallel
+        if self.restore_config is not None and self.restore_config.load_model_state:
+            # Before the optimizer exists: its fp32 main params are copies of these weights.
+            load_model_weights(chunks, self.restore_config.path)
+        if fitting and self.should_setup_optimizers:
+            self.precision_plugin.configure_optimizer(module.optim.config)
+            self.setup_optimizers(trainer)
+            self._connect_optimizer_to_schedule(config)
+
+    def _wrap_ddp(self, chunks: list[torch.nn.Module], config: Any, module: Any) -> list[Any]:
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+
+        ddp = self.ddp_config
+        if ddp == "megatron" or ddp is None:
+            ddp = DistributedDataParallelConfig(check_for_nan_in_grad=True)
+        elif not isinstance(ddp, DistributedDataParallelConfig):
+            raise ValueError(
+                f"ddp={ddp!r}: pass 'megatron' or a megatron DistributedDataParallelConfig."
+            )
+        ddp = dataclasses.replace(ddp)
+        optim_config = getattr(getattr(module, "optim", None), "config", None)
+        if optim_config is not None:
+            ddp.use_distributed_optimizer = bool(optim_config.use_distributed_optimizer)
+        self.precision_plugin.configure_ddp(ddp)
+        self.ddp_config = ddp
+        return [
+            DistributedDataParallel(config, ddp, module=chunk, disable_bucketing=(i > 0))
+            for i, chunk in enumerate(chunks)
+        ]
+
+    def _connect_optimizer_to_schedule(self, config: Any) -> None:
+        """Hand megatron's schedule the hooks its own training loop would set."""
+        from megatron.core.distributed import finalize_model_grads
+
+        optimizer = self.optimizers[0]
+        config.finalize_model_grads_func = finalize_model_grads
+        config.grad_scale_func = optimizer.mcore.scale_loss
+        chunks = list(self.megatron_parallel)
+        if self.ddp_config.overlap_grad_reduce:
+            no_sync = [chunk.no_sync for chunk in chunks]
+            config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+        if self.ddp_config.overlap_param_gather and self.ddp_config.use_distributed_optimizer:
+            sync = [chunk.start_param_sync for chunk in chunks]
+            config.param_sync_func = sync[0] if len(sync) == 1 else sync
+
+    def save_weights(self, path: str) -> None:
+        """Collective: write this model's weights (sharded, layout-independent) under `path`."""
+        save_model_weights(list(self.megatron_parallel), path)
+
+    def model_to_device(self) -> None:
+        if self.megatron_parallel is not None:
+            self.megatron_parallel.to(self.root_device)
+
+    # --- steps: every Lightning step is one global batch through Megatron's schedule --------
+    def megatron_step(self, dataloader_iter: Iterator[Any], forward_only: bool) -> torch.Tensor:
+        module = self.lightning_module
+        parallel = self.megatron_parallel
+        if parallel is None:
+            raise RuntimeError("MegatronStrategy.setup() has not run: no model to step.")
+        parallel.data_step = module.data_step
+        parallel.forward_step = module.forward_step
+        if forward_only:
+            reduction = module.validation_loss_reduction
+        else:
+            reduction = module.training_loss_reduction
+            for chunk in parallel:
+                chunk.zero_grad_buffer()
+            for optimizer in self.optimizers:
+                optimizer.zero_megatron_grads()
+        return parallel(
+            dataloader_iter,
+            forward_only=forward_only,
+            num_microbatches=self.num_microbatches,
+            seq_length=self.seq_length,
+            micro_batch_size=self.micro_batch_size,
+            loss_reduction=reduction,
+        )
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        with self.precision_plugin.train_step_context():
+            return self.lightning_module.training_step(*args, **kwargs)
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        with self.precision_plugin.val_step_context():
+            return self.lightning_module.validation_step(*args, **kwargs)
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        with self.precision_plugin.test_step_context():
+            return self.lightning_module.test_step(*args, **kwargs)
+
+    def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any):
+        """Megatron's schedule already ran backward inside the step: nothing left to do."""
+        return closure_loss
+
+    def teardown(self) -> None:
+        super().teardown()
+        try:
+            from megatron.core import parallel_state
+
+            parallel_state.destroy_model_parallel()
+        except Exception as error:  # teardown must not hide the run's own error
+            log.debug("destroy_model_parallel failed: %s", error)

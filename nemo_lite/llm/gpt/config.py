@@ -1,0 +1,115 @@
+"""GPT-family model configs: megatron's TransformerConfig plus what building a GPT needs.
+
+A config is plain data until `configure_model()` runs, which happens inside the strategy
+after the process groups exist, once per virtual-pipeline stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+from megatron.core.transformer import TransformerConfig
+
+from nemo_lite.llm.gpt.layer_specs import default_layer_spec
+from nemo_lite.llm.gpt.steps import gpt_data_step, gpt_forward_step
+
+
+@dataclass
+class GPTConfig(TransformerConfig):
+    """NeMo 2.0's GPTConfig: same field names, so configs and recipes port unchanged."""
+
+    num_layers: int = 4
+    hidden_size: int = 64
+    num_attention_heads: int = 4
+    seq_length: int = 1024
+    vocab_size: int | None = None
+    make_vocab_size_divisible_by: int = 128
+    fp16_lm_cross_entropy: bool = False
+    parallel_output: bool = True
+    share_embeddings_and_output_weights: bool = True
+    position_embedding_type: Literal["learned_absolute", "rope", "none"] = "learned_absolute"
+    rotary_base: int = 10000
+    rotary_percent: float = 1.0
+    seq_len_interpolation_factor: float | None = None
+    attention_softmax_in_fp32: bool = False
+    masked_softmax_fusion: bool = False
+    bias_activation_fusion: bool = False
+    bias_dropout_fusion: bool = False
+    apply_rope_fusion: bool = False
+    gradient_accumulation_fusion: bool = False
+    persist_layer_norm: bool = False
+    deallocate_pipeline_outputs: bool = True
+    calculate_per_token_loss: bool = True
+    use_cpu_initialization: bool = True
+    init_method_std: float = 0.02
+    transformer_layer_spec: Callable[..., Any] = default_layer_spec
+    forward_step_fn: Callable[..., Any] = gpt_forward_step
+    data_step_fn: Callable[..., Any] = gpt_data_step
+
+    def padded_vocab_size(self, vocab_size: int) -> int:
+        multiple = self.make_vocab_size_divisible_by * self.tensor_model_parallel_size
+        return ((vocab_size + multiple - 1) // multiple) * multiple
+
+    def configure_model(self, tokenizer: Any = None, vp_stage: int | None = None):
+        """Build this rank's megatron GPTModel chunk for `vp_stage` (None without VPP)."""
+        from megatron.core import parallel_state
+        from megatron.core.models.gpt import GPTModel as MCoreGPTModel
+
+        vocab = self.vocab_size or getattr(tokenizer, "vocab_size", None)
+        if vocab is None:
+            raise ValueError(
+                "GPTConfig needs a vocabulary size: set config.vocab_size or pass a tokenizer "
+                "(e.g. llm.GPTModel(config, tokenizer=data.tokenizer))."
+            )
+        pre = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
+        post = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
+        spec = self.transformer_layer_spec
+        if callable(spec) and not hasattr(spec, "submodules"):
+            spec = spec(self, vp_stage=vp_stage)
+        return MCoreGPTModel(
+            self,
+            transformer_layer_spec=spec,
+            vocab_size=self.padded_vocab_size(vocab),
+            max_sequence_length=self.seq_length,
+            pre_process=pre,
+            post_process=post,
+            fp16_lm_cross_entropy=self.fp16_lm_cross_entropy,
+            parallel_output=self.parallel_output,
+            share_embeddings_and_output_weights=self.share_embeddings_and_output_weights,
+            position_embedding_type=self.position_embedding_type,
+            rotary_percent=self.rotary_percent,
+            rotary_base=self.rotary_base,
+            seq_len_interpolation_factor=self.seq_len_interpolation_factor,
+            vp_stage=vp_stage,
+        )
+
+
+@dataclass
+class LlamaConfig(GPTConfig):
+    """Llama-style decoder: RoPE, SwiGLU, RMSNorm, grouped-query attention, untied output."""
+
+    normalization: str = "RMSNorm"
+    activation_func: Callable = field(default=torch.nn.functional.silu)
+    gated_linear_unit: bool = True
+    position_embedding_type: Literal["learned_absolute", "rope", "none"] = "rope"
+    add_bias_linear: bool = False
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    share_embeddings_and_output_weights: bool = False
+    rotary_base: int = 500_000
+
+
+@dataclass
+class MixtralConfig(LlamaConfig):
+    """Mixtral-style sparse MoE decoder: top-2 routing over `num_moe_experts` SwiGLU experts."""
+
+    num_moe_experts: int | None = 8
+    moe_router_topk: int = 2
+    moe_router_load_balancing_type: str = "aux_loss"
+    moe_aux_loss_coeff: float = 1e-2
+    moe_token_dispatcher_type: str = "alltoall"
+    moe_grouped_gemm: bool = False
+    moe_router_pre_softmax: bool = True
+    rotary_base: int = 1_000_000

@@ -1,0 +1,87 @@
+"""Which transformer layer implementation a GPT model uses.
+
+transformer-engine's spec when it imports and the run is on a GPU; megatron's local spec
+otherwise, with two substitutions the local spec lacks on CPU: a norm that supports
+sequence parallelism, and a core attention that supports context parallelism.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import torch
+
+
+def transformer_engine_available() -> bool:
+    """TE is used only with a CUDA device: on CPU its import alone can crash megatron."""
+    return torch.cuda.is_available() and importlib.util.find_spec("transformer_engine") is not None
+
+
+class SequenceParallelNorm:
+    """torch LayerNorm / RMSNorm whose weights megatron all-reduces over TP under SP.
+
+    Megatron's `WrappedTorchNorm` refuses sequence parallelism because nothing marks its
+    parameters; `finalize_model_grads` sums the grads of parameters flagged `sequence_parallel`
+    across the tensor-parallel group, which is what SP needs (each rank saw part of the sequence).
+    """
+
+    def __new__(cls, config: Any, hidden_size: int, eps: float = 1e-5, **_: Any) -> torch.nn.Module:
+        if config.normalization == "RMSNorm":
+            norm: torch.nn.Module = torch.nn.RMSNorm(hidden_size, eps=eps)
+        elif config.normalization == "LayerNorm":
+            norm = torch.nn.LayerNorm(hidden_size, eps=eps)
+        else:
+            raise ValueError(f"normalization={config.normalization!r}: use LayerNorm or RMSNorm.")
+        for param in norm.parameters():
+            param.sequence_parallel = bool(config.sequence_parallel)
+        return norm
+
+
+def local_layer_spec(config: Any, vp_stage: int | None = None):
+    """Megatron's local spec, made to support SP (norm) and CP (core attention).
+
+    Returned as block submodules so the block's final norm is the SP-aware one too.
+    """
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from megatron.core.transformer.transformer_block import (
+        TransformerBlockSubmodules,
+        get_num_layers_to_build,
+    )
+
+    from nemo_lite.llm.gpt.cp_attention import ContextParallelDotProductAttention
+
+    spec = get_gpt_layer_local_spec(
+        num_experts=config.num_moe_experts,
+        moe_grouped_gemm=False,
+        qk_layernorm=config.qk_layernorm,
+        normalization=config.normalization,
+    )
+    sub = spec.submodules
+    sub.input_layernorm = SequenceParallelNorm
+    sub.pre_mlp_layernorm = SequenceParallelNorm
+    attention = sub.self_attention.submodules
+    attention.core_attention = ContextParallelDotProductAttention
+    if config.qk_layernorm:
+        attention.q_layernorm = SequenceParallelNorm
+        attention.k_layernorm = SequenceParallelNorm
+    layers = get_num_layers_to_build(config, vp_stage=vp_stage)
+    return TransformerBlockSubmodules(layer_specs=[spec] * layers, layer_norm=SequenceParallelNorm)
+
+
+def transformer_engine_layer_spec(config: Any, vp_stage: int | None = None):
+    from megatron.core.models.gpt.gpt_layer_specs import (
+        get_gpt_layer_with_transformer_engine_spec,
+    )
+
+    return get_gpt_layer_with_transformer_engine_spec(
+        num_experts=config.num_moe_experts,
+        moe_grouped_gemm=config.moe_grouped_gemm,
+        qk_layernorm=config.qk_layernorm,
+    )
+
+
+def default_layer_spec(config: Any, vp_stage: int | None = None):
+    if transformer_engine_available():
+        return transformer_engine_layer_spec(config, vp_stage)
+    return local_layer_spec(config, vp_stage)

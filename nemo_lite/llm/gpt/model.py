@@ -1,0 +1,94 @@
+"""GPTModel: the LightningModule of a GPT-family model trained under MegatronStrategy.
+
+It owns what is model-specific: the config (which builds the megatron chunks), the optimizer
+module, the tokenizer, and the three steps Megatron's schedule runs per micro-batch
+(`data_step`, `forward_step`, the loss reductions). Any of them can be overridden on a
+subclass or set on an instance; the strategy looks them up here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import lightning.pytorch as pl
+import torch
+
+from nemo_lite.lightning.optim import MegatronOptimizerModule
+from nemo_lite.llm.gpt.config import GPTConfig
+from nemo_lite.llm.loss import MaskedTokenLossReduction
+
+
+class GPTModel(pl.LightningModule):
+    def __init__(
+        self,
+        config: GPTConfig,
+        optim: MegatronOptimizerModule | None = None,
+        tokenizer: Any = None,
+        model_transform: Any = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.optim = optim or MegatronOptimizerModule()
+        self.tokenizer = tokenizer
+        self.model_transform = model_transform
+        self.module: torch.nn.ModuleList | None = None
+        self.training_loss_reduction = MaskedTokenLossReduction()
+        self.validation_loss_reduction = MaskedTokenLossReduction(validation_step=True)
+
+    # The per-micro-batch steps (Fiddle-configurable through the config's *_fn fields).
+    def data_step(self, dataloader_iter: Iterator[Any]) -> dict[str, Any]:
+        return self.config.data_step_fn(dataloader_iter)
+
+    def forward_step(self, model_chunk: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return self.config.forward_step_fn(model_chunk, batch)
+
+    def configure_model(self) -> None:
+        """One megatron chunk per virtual-pipeline stage of this rank (called by Lightning)."""
+        if self.module is not None:
+            return
+        from megatron.core import parallel_state
+
+        if self.tokenizer is None and self.config.vocab_size is None:
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+            self.tokenizer = getattr(datamodule, "tokenizer", None)
+        vp = parallel_state.get_virtual_pipeline_model_parallel_world_size()
+        stages = [None] if not vp else list(range(vp))
+        self.module = torch.nn.ModuleList(
+            [self.config.configure_model(self.tokenizer, vp_stage=stage) for stage in stages]
+        )
+        if self.model_transform is not None:
+            self.model_transform(self)
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.module is None or len(self.module) != 1:
+            raise RuntimeError("GPTModel.forward needs a built single-chunk model.")
+        return self.module[0](*args, **kwargs)
+
+    # Lightning entry points. Each runs a whole global batch through Megatron's schedule;
+    # taking `dataloader_iter` lets the schedule pull its micro-batches itself.
+    def training_step(self, dataloader_iter: Iterator[Any]) -> torch.Tensor:
+        loss = self.trainer.strategy.megatron_step(dataloader_iter, forward_only=False)
+        self.log("reduced_train_loss", loss, prog_bar=True, batch_size=1, sync_dist=False)
+        return loss
+
+    def validation_step(self, dataloader_iter: Iterator[Any]) -> torch.Tensor:
+        loss = self.trainer.strategy.megatron_step(dataloader_iter, forward_only=True)
+        self.log("val_loss", loss, prog_bar=True, batch_size=1, sync_dist=False)
+        return loss
+
+    def test_step(self, dataloader_iter: Iterator[Any]) -> torch.Tensor:
+        loss = self.trainer.strategy.megatron_step(dataloader_iter, forward_only=True)
+        self.log("test_loss", loss, batch_size=1, sync_dist=False)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        optimizer = self.trainer.optimizers[0]
+        self.log("lr", optimizer.lr, prog_bar=True, batch_size=1)
+        if optimizer.last_grad_norm is not None:
+            self.log("grad_norm", optimizer.last_grad_norm, batch_size=1)
+        consumed = self.trainer.global_step * self.trainer.strategy.global_batch_size
+        self.log("consumed_samples", float(consumed), batch_size=1)
+
+    def configure_optimizers(self):
+        """Megatron's optimizer over the DDP-wrapped chunks (`trainer.model` under MegatronStrategy)."""
+        return self.optim.build(self.trainer.model, self.trainer.max_steps)
