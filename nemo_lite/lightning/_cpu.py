@@ -334,7 +334,9 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    for shim in SHIMS:
+    from nemo_lite.lightning._cpu_moe import MOE_SHIMS
+
+    for shim in SHIMS + MOE_SHIMS:
         shim.install()
     _applied = True
 

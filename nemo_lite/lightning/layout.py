@@ -8,6 +8,7 @@ Every rule raises one `LayoutError` naming the numbers involved and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class LayoutError(ValueError):
@@ -157,6 +158,14 @@ class ParallelLayout:
                 f"expert_model_parallel_size={ep}: pick an expert parallel size that divides "
                 f"{num_moe_experts}."
             )
+        etp = self.expert_tensor_parallel_size
+        if num_moe_experts and ep == 1 and etp is not None and etp < tp:
+            raise LayoutError(
+                f"expert_tensor_parallel_size={etp} < tensor_model_parallel_size={tp} with "
+                "expert_model_parallel_size=1: megatron would not sum the expert gradients over "
+                "the tensor-parallel ranks (silently wrong). Use expert_model_parallel_size > 1 "
+                "or leave expert_tensor_parallel_size=None (it then equals the TP size)."
+            )
         if num_moe_experts and tp > 1 and not self.sequence_parallel:
             raise LayoutError(
                 f"a mixture-of-experts model with tensor_model_parallel_size={tp} needs "
@@ -189,3 +198,47 @@ class ParallelLayout:
                 f"data parallel {dp})) to be a multiple of pipeline_model_parallel_size={pp}."
             )
         return num_microbatches
+
+    def validate_run(self, *, world_size: int, model_config: Any = None, data: Any = None) -> int:
+        """All checks for one run; returns micro-batches per step (1 without a data module).
+
+        `model_config` and `data` are read by attribute (a TransformerConfig and a data module
+        with global_batch_size / micro_batch_size / seq_length), so Fiddle configs can be
+        checked the same way once built, and nothing here imports torch.
+        """
+        self.validate_world(world_size)
+        if model_config is not None:
+            self.validate_model(
+                num_layers=model_config.num_layers,
+                num_attention_heads=model_config.num_attention_heads,
+                num_query_groups=getattr(model_config, "num_query_groups", None),
+                seq_length=getattr(model_config, "seq_length", None),
+                num_moe_experts=getattr(model_config, "num_moe_experts", None),
+                ffn_hidden_size=getattr(model_config, "ffn_hidden_size", None),
+            )
+        if data is None:
+            return 1
+        missing = [
+            k for k in ("global_batch_size", "micro_batch_size", "seq_length") if not hasattr(data, k)
+        ]
+        if missing:
+            raise LayoutError(
+                f"the data module {type(data).__name__} lacks {missing}: Megatron's schedule needs "
+                "global_batch_size, micro_batch_size and seq_length."
+            )
+        model_seq = getattr(model_config, "seq_length", None)
+        if model_seq is not None and data.seq_length > model_seq:
+            raise LayoutError(
+                f"data seq_length={data.seq_length} exceeds the model's seq_length={model_seq}: "
+                "make them equal."
+            )
+        if self.context_parallel_size > 1 and data.seq_length % (2 * self.context_parallel_size):
+            raise LayoutError(
+                f"data seq_length={data.seq_length} is not divisible by 2 x "
+                f"context_parallel_size = {2 * self.context_parallel_size}."
+            )
+        return self.validate_batch(
+            world_size=world_size,
+            global_batch_size=data.global_batch_size,
+            micro_batch_size=data.micro_batch_size,
+        )

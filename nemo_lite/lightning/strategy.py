@@ -24,7 +24,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nemo_lite.lightning.checkpoint_io import load_model_weights, save_model_weights
-from nemo_lite.lightning.layout import LayoutError, ParallelLayout
+from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.parallel import MegatronParallel
 from nemo_lite.lightning.precision import MegatronMixedPrecision
 
@@ -170,48 +170,31 @@ class MegatronStrategy(DDPStrategy):
             "'bf16-mixed' | '16-mixed' | '32') instead of Trainer(precision=...)."
         )
 
-    def _validate_before_launch(self) -> None:
-        """Check the layout against the world size and the model before any rank is built."""
-        world = self.num_nodes * self.num_processes
-        self.layout.validate_world(world)
-        config = getattr(self.lightning_module, "config", None)
-        if config is not None:
-            self.layout.validate_model(
-                num_layers=config.num_layers,
-                num_attention_heads=config.num_attention_heads,
-                num_query_groups=config.num_query_groups,
-                seq_length=getattr(config, "seq_length", None),
-                num_moe_experts=config.num_moe_experts,
-                ffn_hidden_size=config.ffn_hidden_size,
-            )
-        data = self._datamodule()
+    @property
+    def world_size_requested(self) -> int:
+        return self.num_nodes * self.num_processes
+
+    def validate_run(self, model: Any, datamodule: Any = None) -> None:
+        """Check layout vs world size, model shapes and batch sizes; no process is needed.
+
+        `nl.Trainer.fit` calls this before Lightning launches any rank, and
+        `setup_environment` again on every rank (a torchrun launch skips the former).
+        """
+        data = datamodule
+        self.num_microbatches = self.layout.validate_run(
+            world_size=self.world_size_requested,
+            model_config=getattr(model, "config", None),
+            data=data,
+        )
         if data is not None:
             self.global_batch_size = data.global_batch_size
             self.micro_batch_size = data.micro_batch_size
             self.seq_length = data.seq_length
-            self.num_microbatches = self.layout.validate_batch(
-                world_size=world,
-                global_batch_size=data.global_batch_size,
-                micro_batch_size=data.micro_batch_size,
-            )
-            if config is not None and data.seq_length > config.seq_length:
-                raise LayoutError(
-                    f"data seq_length={data.seq_length} exceeds the model's "
-                    f"seq_length={config.seq_length}: make them equal."
-                )
 
-    def _datamodule(self) -> Any:
-        trainer = getattr(self.lightning_module, "_trainer", None)
-        data = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if data is None:
-            return None
-        missing = [k for k in ("global_batch_size", "micro_batch_size", "seq_length") if not hasattr(data, k)]
-        if missing:
-            raise ValueError(
-                f"MegatronStrategy reads {missing} from the data module; "
-                f"{type(data).__name__} does not define them."
-            )
-        return data
+    def _validate_before_launch(self) -> None:
+        module = self.lightning_module
+        trainer = getattr(module, "_trainer", None)
+        self.validate_run(module, getattr(trainer, "datamodule", None))
 
     def _init_megatron(self) -> None:
         from megatron.core import parallel_state, tensor_parallel

@@ -1,9 +1,11 @@
 """Trainer: Lightning's Trainer with the defaults a Megatron run needs.
 
-Only defaults change: Megatron's sampler already shards data over data-parallel ranks
-(so Lightning must not add a DistributedSampler), evaluation runs under no_grad rather than
-inference_mode (megatron modules keep state between steps), and Lightning's own
-checkpointing stays off until MegatronStrategy's distributed checkpoint IO takes over.
+Defaults only, plus one check: Megatron's sampler already shards data over data-parallel
+ranks (so Lightning must not add a DistributedSampler); evaluation runs under no_grad
+rather than inference_mode (megatron modules keep state between steps); Lightning's own
+checkpointing stays off until MegatronStrategy's distributed checkpoint IO takes over; and
+`fit` / `validate` / `test` check the parallel layout before Lightning spawns any rank, so a
+bad layout fails in the launching process with one clear error.
 """
 
 from __future__ import annotations
@@ -20,3 +22,24 @@ class Trainer(pl.Trainer):
         kwargs.setdefault("enable_checkpointing", False)
         kwargs.setdefault("logger", False)
         super().__init__(*args, **kwargs)
+
+    def _validate_layout(self, model: Any, datamodule: Any) -> None:
+        from nemo_lite.lightning.strategy import MegatronStrategy
+
+        if isinstance(self.strategy, MegatronStrategy):
+            self.strategy.validate_run(model, datamodule)
+
+    def fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None,
+            datamodule: Any = None, ckpt_path: Any = None, weights_only: Any = None) -> None:
+        data = datamodule if datamodule is not None else train_dataloaders
+        self._validate_layout(model, data if isinstance(data, pl.LightningDataModule) else None)
+        return super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path,
+                           weights_only=weights_only)
+
+    def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: Any = None,
+                 verbose: bool = True, datamodule: Any = None, weights_only: Any = None) -> Any:
+        data = datamodule if datamodule is not None else dataloaders
+        if model is not None:
+            self._validate_layout(model, data if isinstance(data, pl.LightningDataModule) else None)
+        return super().validate(model, dataloaders, ckpt_path, verbose, datamodule,
+                                weights_only=weights_only)

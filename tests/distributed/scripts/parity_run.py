@@ -24,7 +24,7 @@ SEQ = 64
 VOCAB = 512  # divisible by 128 x TP for TP <= 4: the same padded vocab in every layout
 
 
-def model_config(kind: str):
+def model_config(kind: str, dispatcher: str = "alltoall"):
     common = dict(num_layers=4, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
                   vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0)
     if kind == "gpt":
@@ -34,7 +34,7 @@ def model_config(kind: str):
     if kind == "moe":
         return llm.MixtralConfig(**{**common, "num_layers": 2}, num_query_groups=2,
                                  ffn_hidden_size=64, num_moe_experts=4, moe_aux_loss_coeff=0.0,
-                                 moe_token_dispatcher_type="alltoall")
+                                 moe_token_dispatcher_type=dispatcher)
     raise ValueError(kind)
 
 
@@ -63,6 +63,7 @@ def train(run: dict, init_dir: str) -> dict:
         context_parallel_size=run.get("cp", 1),
         sequence_parallel=run.get("sp", False),
         expert_model_parallel_size=run.get("ep", 1),
+        expert_tensor_parallel_size=run.get("etp"),
         restore_config=restore,
     )
     recorder = Recorder(run, init_dir)
@@ -75,7 +76,8 @@ def train(run: dict, init_dir: str) -> dict:
     optim = nl.MegatronOptimizerModule(OptimizerConfig(
         lr=run.get("lr", 3e-3), optimizer="adam", clip_grad=1.0, weight_decay=0.01,
         use_distributed_optimizer=run.get("dist_opt", False)))
-    model = llm.GPTModel(model_config(run["model"]), optim=optim)
+    config = model_config(run["model"], run.get("dispatcher", "alltoall"))
+    model = llm.GPTModel(config, optim=optim)
     data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=2)
     trainer.fit(model, data)
     return {"losses": recorder.losses, "grad_norms": recorder.grad_norms}

@@ -1,0 +1,29 @@
+"""Helpers to run scripts under torchrun on CPU ranks (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def torchrun(nproc: int, script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+           "--standalone", str(SCRIPTS / script), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def run_layouts(nproc: int, runs: list[dict], init_dir: Path, workdir: Path) -> dict:
+    spec = workdir / f"spec_{nproc}.json"
+    out = workdir / f"out_{nproc}.json"
+    spec.write_text(json.dumps({"init_dir": str(init_dir), "runs": runs}))
+    torchrun(nproc, "parity_run.py", str(spec), str(out))
+    return json.loads(out.read_text())
