@@ -18,8 +18,9 @@ import contextlib
 import functools
 import importlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 

@@ -6,8 +6,9 @@ a checkpoint written at TP2+PP2 loads at TP1 (or any other layout) and megatron 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -58,5 +59,5 @@ def load_model_weights(chunks: Sequence[torch.nn.Module], path: str | Path) -> N
             "unreadable): it may be incomplete; point at a complete checkpoint directory."
         )
     loaded = dist_checkpointing.load(model_sharded_state_dict(chunks), str(source))
-    for chunk, state in zip(chunks, loaded["model"]):
+    for chunk, state in zip(chunks, loaded["model"], strict=False):
         unwrap(chunk).load_state_dict(state, strict=True)

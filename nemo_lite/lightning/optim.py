@@ -8,8 +8,9 @@ OptimizerParamScheduler, stepped once per optimizer step.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -76,6 +77,9 @@ class MegatronOptimizerModule:
     def build(self, chunks: Sequence[torch.nn.Module], max_steps: int | None) -> MegatronOptimizer:
         from megatron.core.optimizer import get_megatron_optimizer
 
+        if self.lr_scheduler is not None and self.config.min_lr is None:
+            # megatron copies config.min_lr into every param group; the schedule reads it there
+            self.config.min_lr = self.lr_scheduler.min_lr
         mcore = get_megatron_optimizer(self.config, list(chunks))
         scheduler = None
         if self.lr_scheduler is not None:

@@ -11,7 +11,8 @@ and `loss_reduction.reduce(reports)` turns the step's reports into one number.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 

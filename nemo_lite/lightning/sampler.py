@@ -9,7 +9,7 @@ from the exact next sample.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 PAD_INDEX = -1  # a sample index that datasets turn into an all-masked sample
 

@@ -7,7 +7,8 @@ so the step is the same token mean whatever the layout; `reduce` reports that sa
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -54,7 +54,7 @@ def results(tmp_path_factory):
 
 def max_relative_difference(losses, reference):
     assert len(losses) == len(reference)
-    return max(abs(a - b) / abs(b) for a, b in zip(losses, reference))
+    return max(abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=False))
 
 
 @pytest.mark.parametrize("run", PARITY, ids=[r["name"] for r in PARITY])

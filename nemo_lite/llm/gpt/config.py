@@ -6,8 +6,9 @@ after the process groups exist, once per virtual-pipeline stage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from megatron.core.transformer import TransformerConfig

@@ -8,7 +8,8 @@ subclass or set on an instance; the strategy looks them up here.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import torch

@@ -9,7 +9,8 @@ The first pipeline stage needs tokens/position_ids, the last needs labels/loss_m
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
