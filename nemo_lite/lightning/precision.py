@@ -85,6 +85,10 @@ class MegatronMixedPrecision(Precision):
 
     def configure_ddp(self, ddp_config: Any) -> Any:
         ddp_config.grad_reduce_in_fp32 = self.grad_reduce_in_fp32 or not self.is_half
+        if self.precision == "16-mixed":
+            # inf/nan grads are the dynamic loss scaler's signal to skip a step and back off,
+            # not an error: megatron's optimizer handles them after the reduction.
+            ddp_config.check_for_nan_in_grad = False
         return ddp_config
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:

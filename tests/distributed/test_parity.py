@@ -17,15 +17,17 @@ from .conftest import run_layouts
 pytestmark = pytest.mark.distributed
 
 REFERENCES = [
-    {"name": "gpt", "model": "gpt", "save_init": True},
+    # validation after steps 2 and 4 on 20 samples: 2 full global batches
+    # plus 4 samples padded with all-masked ones (the last batch is kept, not dropped)
+    {"name": "gpt", "model": "gpt", "save_init": True, "val_every": 2, "val_samples": 20},
     {"name": "llama", "model": "llama", "save_init": True},
     {"name": "moe", "model": "moe", "save_init": True},
 ]
 TWO_RANKS = [
-    {"name": "DP2", "model": "gpt"},
+    {"name": "DP2", "model": "gpt", "val_every": 2, "val_samples": 20},
     {"name": "TP2", "model": "gpt", "tp": 2},
     {"name": "TP2+SP", "model": "gpt", "tp": 2, "sp": True},
-    {"name": "PP2", "model": "gpt", "pp": 2},
+    {"name": "PP2", "model": "gpt", "pp": 2, "val_every": 2, "val_samples": 20},
     {"name": "PP2+VPP2", "model": "gpt", "pp": 2, "vpp": 2},
     {"name": "CP2", "model": "gpt", "cp": 2},
     {"name": "DP2+distopt", "model": "gpt", "dist_opt": True},
@@ -34,6 +36,7 @@ TWO_RANKS = [
     {"name": "EP2 allgather", "model": "moe", "ep": 2, "dispatcher": "allgather"},
     {"name": "TP2+EP2+SP", "model": "moe", "tp": 2, "ep": 2, "etp": 1, "sp": True},
     {"name": "bf16 TP2", "model": "gpt", "tp": 2, "precision": "bf16-mixed", "steps": 10},
+    {"name": "fp16 DP2", "model": "gpt", "precision": "16-mixed", "steps": 12, "loss_scale": 2.0**14},
 ]
 FOUR_RANKS = [
     {"name": "TP2+PP2", "model": "gpt", "tp": 2, "pp": 2},
@@ -66,6 +69,16 @@ def test_layout_matches_single_process(results, run):
     assert diff <= 1e-5, f"{run['name']}: losses {losses} vs reference {reference}"
 
 
+@pytest.mark.parametrize("name", ["DP2", "PP2"])
+def test_validation_matches_single_process_including_padded_last_batch(results, name):
+    reference = results["reference"]["gpt"]["val_losses"]
+    val = results[name]["val_losses"]
+    # validation after steps 2 and 4, 3 global batches each (the third one padded)
+    assert len(reference) == 6, reference
+    assert max_relative_difference(val, reference) <= 1e-5, (val, reference)
+    assert sum(reference[3:]) < sum(reference[:3])
+
+
 def test_training_reduces_the_loss(results):
     losses = results["reference"]["gpt"]["losses"]
     assert losses[-1] < losses[0] - 0.1
@@ -78,3 +91,12 @@ def test_bf16_mixed_runs_and_reduces_the_loss(results):
     # bf16 stays close to the fp32 reference over the first steps
     fp32 = results["reference"]["gpt"]["losses"]
     assert max_relative_difference(losses[:5], fp32) < 1e-2
+
+
+def test_fp16_loss_scaling_skips_overflow_steps_then_trains(results):
+    run = results["fp16 DP2"]
+    losses, updated = run["losses"], run["updated"]
+    assert all(math.isfinite(x) for x in losses)
+    assert not updated[0], "a 2^14 initial loss scale must overflow first and be backed off"
+    assert sum(updated) >= 5, updated
+    assert losses[-1] < losses[0] - 0.2

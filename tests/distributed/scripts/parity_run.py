@@ -40,7 +40,8 @@ def model_config(kind: str, dispatcher: str = "alltoall"):
 
 class Recorder(pl.Callback):
     def __init__(self, run: dict, init_dir: str) -> None:
-        self.run, self.init_dir, self.losses, self.grad_norms = run, init_dir, [], []
+        self.run, self.init_dir = run, init_dir
+        self.losses, self.grad_norms, self.updated, self.val_losses = [], [], [], []
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.run.get("save_init"):
@@ -50,6 +51,11 @@ class Recorder(pl.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.losses.append(float(loss))
         self.grad_norms.append(trainer.optimizers[0].last_grad_norm)
+        self.updated.append(trainer.optimizers[0].last_update_successful)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0) -> None:
+        self.val_losses.append(float(outputs))
 
 
 def train(run: dict, init_dir: str) -> dict:
@@ -69,18 +75,22 @@ def train(run: dict, init_dir: str) -> dict:
     recorder = Recorder(run, init_dir)
     trainer = nl.Trainer(
         strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
-        max_steps=run.get("steps", 5), limit_val_batches=0, enable_progress_bar=False,
+        max_steps=run.get("steps", 5), enable_progress_bar=False, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if run.get("val_every") else 0, val_check_interval=run.get("val_every"),
         enable_model_summary=False, callbacks=[recorder],
-        plugins=nl.MegatronMixedPrecision(precision=run.get("precision", "32")),
+        plugins=nl.MegatronMixedPrecision(precision=run.get("precision", "32"),
+                                          fp16_initial_loss_scale=run.get("loss_scale", 2.0**32)),
     )
     optim = nl.MegatronOptimizerModule(OptimizerConfig(
         lr=run.get("lr", 3e-3), optimizer="adam", clip_grad=1.0, weight_decay=0.01,
         use_distributed_optimizer=run.get("dist_opt", False)))
     config = model_config(run["model"], run.get("dispatcher", "alltoall"))
     model = llm.GPTModel(config, optim=optim)
-    data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=2)
+    data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=2,
+                              num_val_samples=run.get("val_samples", 16))
     trainer.fit(model, data)
-    return {"losses": recorder.losses, "grad_norms": recorder.grad_norms}
+    return {"losses": recorder.losses, "grad_norms": recorder.grad_norms,
+            "updated": recorder.updated, "val_losses": recorder.val_losses}
 
 
 def main() -> None:
