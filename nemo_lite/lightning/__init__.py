@@ -6,8 +6,7 @@ Names load on first use, so `from nemo_lite import lightning as nl` costs nothin
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nemo_lite._lazy import lazy_exports
 
 _EXPORTS = {
     "MegatronStrategy": "nemo_lite.lightning.strategy",
@@ -25,16 +24,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nemo_lite.lightning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,6 +16,10 @@ def uses_cuda(accelerator: str | None = None) -> bool:
     return torch.cuda.is_available()
 
 
+def is_cuda(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
 def compute_device() -> torch.device:
     import torch.distributed as dist
 

@@ -25,6 +25,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nemo_lite.lightning.checkpoint_io import load_model_weights, save_model_weights
+from nemo_lite.lightning.device import is_cuda
 from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.parallel import MegatronParallel
 from nemo_lite.lightning.precision import MegatronMixedPrecision
@@ -147,7 +148,7 @@ class MegatronStrategy(DDPStrategy):
 
     @property
     def uses_cuda(self) -> bool:
-        return self.root_device.type == "cuda"
+        return is_cuda(self.root_device)
 
     # --- environment: process groups, megatron state, config --------------------------------
     def setup_environment(self) -> None:

@@ -5,8 +5,7 @@ Names load on first use (megatron-core and Lightning are heavy imports).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nemo_lite._lazy import lazy_exports
 
 _EXPORTS = {
     "GPTConfig": "nemo_lite.llm.gpt.config",
@@ -21,16 +20,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nemo_lite.llm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
