@@ -340,7 +340,3 @@ def apply() -> None:
     for shim in SHIMS + MOE_SHIMS:
         shim.install()
     _applied = True
-
-
-def is_applied() -> bool:
-    return _applied

@@ -9,13 +9,6 @@ from __future__ import annotations
 import torch
 
 
-def uses_cuda(accelerator: str | None = None) -> bool:
-    """Whether a run with this Lightning accelerator setting computes on CUDA."""
-    if accelerator in ("cpu",):
-        return False
-    return torch.cuda.is_available()
-
-
 def is_cuda(device: torch.device) -> bool:
     return device.type == "cuda"
 
@@ -30,7 +23,3 @@ def compute_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def process_group_backend(cuda: bool) -> str:
-    return "nccl" if cuda else "gloo"
