@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from nemo_lite.io.capture import IOMixin
+
 
 @dataclass
 class CosineAnnealingScheduler:
@@ -53,7 +55,7 @@ class WarmupAnnealingScheduler(CosineAnnealingScheduler):
     decay_style: str = "linear"
 
 
-class MegatronOptimizerModule:
+class MegatronOptimizerModule(IOMixin):
     """Builds megatron's optimizer (and schedule) for the DDP-wrapped model chunks."""
 
     def __init__(

@@ -12,12 +12,14 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch.plugins.precision import Precision
 
+from nemo_lite.io.capture import IOMixin
+
 Setting = Literal["bf16-mixed", "16-mixed", "32", "bf16", "16", "32-true"]
 _ALIASES = {"bf16": "bf16-mixed", "16": "16-mixed", "32-true": "32", 32: "32", 16: "16-mixed"}
 _DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32": torch.float32}
 
 
-class MegatronMixedPrecision(Precision):
+class MegatronMixedPrecision(Precision, IOMixin):
     def __init__(
         self,
         precision: Setting = "bf16-mixed",

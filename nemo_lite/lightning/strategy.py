@@ -24,6 +24,7 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 
+from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.checkpoint_io import load_model_weights, save_model_weights
 from nemo_lite.lightning.device import is_cuda
 from nemo_lite.lightning.layout import ParallelLayout
@@ -33,7 +34,7 @@ from nemo_lite.lightning.precision import MegatronMixedPrecision
 log = logging.getLogger(__name__)
 
 
-class MegatronStrategy(DDPStrategy):
+class MegatronStrategy(DDPStrategy, IOMixin):
     strategy_name = "megatron"
 
     def __init__(

@@ -14,8 +14,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from nemo_lite.io.capture import IOMixin
 
-class Trainer(pl.Trainer):
+
+class Trainer(pl.Trainer, IOMixin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("use_distributed_sampler", False)
         kwargs.setdefault("inference_mode", False)

@@ -6,8 +6,10 @@ what mock data and quick runs use, and the fallback when no trained tokenizer is
 
 from __future__ import annotations
 
+from nemo_lite.io.capture import IOMixin
 
-class ByteTokenizer:
+
+class ByteTokenizer(IOMixin):
     """UTF-8 bytes as token ids; `eos_id` ends a document, `pad_id` fills packed rows."""
 
     def __init__(self) -> None:

@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler
 from nemo_lite.llm.tokenizer import ByteTokenizer
 
@@ -42,7 +43,7 @@ class MockGPTDataset(Dataset):
                 "position_ids": self.position_ids}
 
 
-class MockDataModule(pl.LightningDataModule):
+class MockDataModule(pl.LightningDataModule, IOMixin):
     """NeMo 2.0's MockDataModule arguments; Megatron's sampler over micro/global batches."""
 
     def __init__(

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 from megatron.core.transformer import TransformerConfig
 
+from nemo_lite.io.capture import capture_dataclass
 from nemo_lite.llm.gpt.layer_specs import default_layer_spec
 from nemo_lite.llm.gpt.steps import gpt_data_step, gpt_forward_step
 
@@ -48,6 +49,10 @@ class GPTConfig(TransformerConfig):
     transformer_layer_spec: Callable[..., Any] = default_layer_spec
     forward_step_fn: Callable[..., Any] = gpt_forward_step
     data_step_fn: Callable[..., Any] = gpt_data_step
+
+    def __post_init__(self) -> None:
+        capture_dataclass(self)  # the user's arguments, before megatron derives fields
+        super().__post_init__()
 
     def padded_vocab_size(self, vocab_size: int) -> int:
         multiple = self.make_vocab_size_divisible_by * self.tensor_model_parallel_size

@@ -14,12 +14,13 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.optim import MegatronOptimizerModule
 from nemo_lite.llm.gpt.config import GPTConfig
 from nemo_lite.llm.loss import MaskedTokenLossReduction
 
 
-class GPTModel(pl.LightningModule):
+class GPTModel(pl.LightningModule, IOMixin):
     def __init__(
         self,
         config: GPTConfig,
