@@ -2,8 +2,10 @@
 
 A nemo_lite component (strategy, precision, trainer, model, data module, optimizer module...)
 inherits `IOMixin`: the outermost `__init__` call stores `(class, bound arguments)` on the
-instance as `__io__`. Nothing is converted here (no fiddle import, no copying): `nemo_lite.io`
+instance as `__io__`. Nothing is converted here (no fiddle import): `nemo_lite.io`
 turns the recorded arguments into a Fiddle config only when a checkpoint's context is written.
+Only plain lists/dicts/sets are copied, so in-place changes to them (Lightning extending the
+callbacks list) do not leak into the record.
 
 Dataclass configs (GPTConfig...) record their init fields in `__post_init__` through
 `capture_dataclass`, before megatron's own `__post_init__` derives fields from them.
@@ -32,6 +34,18 @@ def captured(obj: Any) -> Captured | None:
     return getattr(obj, IO_ATTR, None)
 
 
+def _detached(value: Any) -> Any:
+    """A copy of plain containers (not of what they hold): Lightning appends its own
+    callbacks to the list a user passed, which must not change what was recorded."""
+    if type(value) is list:
+        return [_detached(v) for v in value]
+    if type(value) is dict:
+        return {k: _detached(v) for k, v in value.items()}
+    if type(value) is set:
+        return {_detached(v) for v in value}
+    return value
+
+
 def _bound_arguments(init: Any, self: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
     signature = inspect.signature(init)
     bound = signature.bind(self, *args, **kwargs)
@@ -39,12 +53,12 @@ def _bound_arguments(init: Any, self: Any, args: tuple, kwargs: dict) -> dict[st
     for name, value in list(bound.arguments.items())[1:]:  # drop `self`
         kind = signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_KEYWORD:
-            out.update(value)
+            out.update({k: _detached(v) for k, v in value.items()})
         elif kind is inspect.Parameter.VAR_POSITIONAL:
             if value:
                 raise TypeError(f"{type(self).__name__}: *args cannot be recorded in a config")
         else:
-            out[name] = value
+            out[name] = _detached(value)
     return out
 
 
@@ -83,8 +97,8 @@ def capture_dataclass(obj: Any) -> None:
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:
-            arguments[f.name] = value
+            arguments[f.name] = _detached(value)
             continue
         if value is not default and value != default:
-            arguments[f.name] = value
+            arguments[f.name] = _detached(value)
     object.__setattr__(obj, IO_ATTR, Captured(type(obj), arguments))
