@@ -21,6 +21,11 @@ _EXPORTS = {
     "LayoutError": "nemo_lite.lightning.layout",
     "MegatronPretrainingBatchSampler": "nemo_lite.lightning.sampler",
     "RestoreConfig": "nemo_lite.lightning.resume",
+    "AutoResume": "nemo_lite.lightning.resume",
+    "NeMoLogger": "nemo_lite.lightning.nemo_logger",
+    "ModelCheckpoint": "nemo_lite.lightning.model_checkpoint",
+    "MegatronCheckpointIO": "nemo_lite.lightning.checkpoint_io",
+    "CheckpointError": "nemo_lite.lightning.checkpoint_io",
 }
 
 __all__ = sorted(_EXPORTS)

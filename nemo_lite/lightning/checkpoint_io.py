@@ -1,18 +1,43 @@
-"""Model weights through megatron's dist_checkpointing: saved sharded, loadable into any layout.
+"""Checkpoints through megatron's dist_checkpointing: sharded, resharded on load, written atomically.
 
-Every tensor is saved under its global key with its global shape and this rank's offset, so
-a checkpoint written at TP2+PP2 loads at TP1 (or any other layout) and megatron reshards.
+A checkpoint is a directory:
+
+    <name>/weights/        megatron torch_dist checkpoint: every tensor under its global key with
+                           its global shape and this rank's offset (so any layout can load it),
+                           plus common.pt (trainer state, saved by rank 0)
+    <name>/context/        the run's Fiddle config (nemo_lite.io), when it could be written
+    <name>/nemo_lite.json  the manifest: step, consumed samples, layout, file sizes and CRCs
+
+Every rank writes into `<name>.incomplete`; only when all ranks are done does rank 0 write the
+manifest and rename the directory to `<name>`. A crash or kill during a save therefore leaves an
+`.incomplete` directory that is never picked as a checkpoint, and the previous one untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import io
+import json
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
 WEIGHTS_DIR = "weights"
+CONTEXT_DIR = "context"
+MANIFEST = "nemo_lite.json"
+INCOMPLETE_SUFFIX = ".incomplete"
+FORMAT = "nemo_lite/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the path, the problem and the fix."""
 
 
 def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
@@ -29,35 +54,307 @@ def model_sharded_state_dict(chunks: Sequence[torch.nn.Module]) -> dict[str, Any
     return {"model": [unwrap(chunk).sharded_state_dict() for chunk in chunks]}
 
 
-def save_model_weights(chunks: Sequence[torch.nn.Module], path: str | Path) -> Path:
-    """Collective: every rank calls it; writes `path/weights` in megatron's torch_dist format."""
-    from megatron.core import dist_checkpointing
+def load_model_state(chunks: Sequence[torch.nn.Module], states: Sequence[dict], strict: bool = True):
+    for chunk, state in zip(chunks, states, strict=True):
+        unwrap(chunk).load_state_dict(state, strict=strict)
 
-    target = Path(path) / WEIGHTS_DIR
-    if torch.distributed.get_rank() == 0:
-        target.mkdir(parents=True, exist_ok=True)
-    torch.distributed.barrier()
-    dist_checkpointing.save(model_sharded_state_dict(chunks), str(target))
-    return target
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _broadcast_object(obj: Any) -> Any:
+    if not torch.distributed.is_initialized():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _file_table(root: Path, checksums: bool) -> dict[str, dict[str, int]]:
+    table = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        entry = {"bytes": path.stat().st_size}
+        if checksums:
+            crc = 0
+            with path.open("rb") as f:
+                while block := f.read(1 << 22):
+                    crc = zlib.crc32(block, crc)
+            entry["crc32"] = crc
+        table[str(path.relative_to(root))] = entry
+    return table
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+
+
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    return (
+        path.is_dir()
+        and not path.name.endswith(INCOMPLETE_SUFFIX)
+        and read_manifest(path) is not None
+    )
+
+
+def find_latest_checkpoint(directory: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step under `directory` (links not followed)."""
+    root = Path(directory)
+    if not root.is_dir():
+        return None
+    best: tuple[int, float, str] | None = None
+    found = None
+    for child in root.iterdir():
+        if child.is_symlink() or not is_complete_checkpoint(child):
+            continue
+        manifest = read_manifest(child) or {}
+        key = (int(manifest.get("step", -1)), float(manifest.get("saved_at", 0.0)), child.name)
+        if best is None or key > best:
+            best, found = key, child
+    return found
+
+
+@contextlib.contextmanager
+def _weights_only_objects() -> Iterator[None]:
+    """Unpickle the checkpoint's non-tensor objects with torch's weights_only loader.
+
+    torch's DCP planner loads byte objects with `weights_only=False` (any pickle, any code);
+    tensors already load with `weights_only=True`. For the duration of one load, byte objects
+    go through the same restricted unpickler, so a crafted checkpoint cannot run code.
+    """
+    from torch.distributed.checkpoint import default_planner
+
+    planner = default_planner.DefaultLoadPlanner
+    original = planner.load_bytes
+
+    def load_bytes(self, read_item, value):  # noqa: ANN001 - torch's signature
+        obj = torch.load(value, weights_only=True)
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        buffer.seek(0)
+        return original(self, read_item, buffer)
+
+    planner.load_bytes = load_bytes
+    try:
+        yield
+    finally:
+        planner.load_bytes = original
+
+
+class MegatronCheckpointIO(CheckpointIO):
+    """Lightning CheckpointIO on megatron's dist_checkpointing; every call is collective.
+
+    `save_checkpoint` takes a sharded state dict (megatron ShardedTensor / ShardedObject leaves
+    for the sharded parts, plain values for the common part) and commits it atomically.
+    `load_checkpoint` takes the sharded state dict of the *current* layout and fills it.
+    """
+
+    def __init__(self, save_ckpt_format: str = "torch_dist", parallel_save: bool = True,
+                 parallel_load: bool = False, verify_checksums: bool = True,
+                 load_strictness: str | None = None) -> None:
+        if save_ckpt_format != "torch_dist":
+            raise ValueError(
+                f"save_ckpt_format={save_ckpt_format!r} is not supported: use 'torch_dist' "
+                "(megatron's reshardable format)."
+            )
+        self.save_ckpt_format = save_ckpt_format
+        self.parallel_save = parallel_save
+        self.parallel_load = parallel_load
+        self.verify_checksums = verify_checksums
+        self.load_strictness = load_strictness
+
+    # --- save ----------------------------------------------------------------------------
+    def _save_strategy(self) -> Any:
+        from megatron.core import parallel_state
+        from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+        from megatron.core.dist_checkpointing.strategies.fully_parallel import (
+            FullyParallelSaveStrategyWrapper,
+        )
+
+        strategy = get_default_save_sharded_strategy(self.save_ckpt_format)
+        if self.parallel_save and parallel_state.model_parallel_is_initialized():
+            group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+            strategy = FullyParallelSaveStrategyWrapper(strategy, group)
+        return strategy
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
+                        storage_options: dict[str, Any] | None = None) -> None:
+        """Collective. `storage_options`: `manifest` (dict) and `before_commit(tmp_dir)` (rank 0)."""
+        from megatron.core import dist_checkpointing
+
+        options = storage_options or {}
+        final = Path(path)
+        tmp = final.with_name(final.name + INCOMPLETE_SUFFIX)
+        if _rank() == 0:
+            if tmp.exists():  # left by a save that was killed: never a checkpoint
+                shutil.rmtree(tmp)
+            (tmp / WEIGHTS_DIR).mkdir(parents=True)
+        _barrier()
+        dist_checkpointing.save(checkpoint, str(tmp / WEIGHTS_DIR),
+                                sharded_strategy=self._save_strategy())
+        _barrier()
+        if _rank() == 0:
+            before_commit: Callable[[Path], None] | None = options.get("before_commit")
+            if before_commit is not None:
+                before_commit(tmp)
+            self._commit(tmp, final, dict(options.get("manifest") or {}))
+        _barrier()
+
+    def _commit(self, tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
+        manifest.update(format=FORMAT, saved_at=time.time(),
+                        files=_file_table(tmp / WEIGHTS_DIR, self.verify_checksums))
+        _fsync_tree(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        with (tmp / MANIFEST).open("rb") as f:
+            os.fsync(f.fileno())
+        if final.is_symlink():
+            final.unlink()
+        elif final.exists():  # same name saved again (e.g. after a resume): replace it
+            old = final.with_name(final.name + ".old" + INCOMPLETE_SUFFIX)
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        tmp.rename(final)
+
+    # --- load ----------------------------------------------------------------------------
+    def inspect(self, path: str | Path) -> dict[str, Any]:
+        """Check `path` is a complete, intact checkpoint; return its manifest (rank 0 reads)."""
+        problem, manifest = None, None
+        if _rank() == 0:
+            problem, manifest = self._inspect(Path(path))
+        problem, manifest = _broadcast_object((problem, manifest))
+        if problem:
+            raise CheckpointError(problem)
+        return manifest
+
+    def _inspect(self, path: Path) -> tuple[str | None, dict | None]:
+        if path.name.endswith(INCOMPLETE_SUFFIX):
+            return (f"checkpoint {path} is incomplete: its save was interrupted. Resume from "
+                    f"the checkpoint before it (AutoResume(resume_if_exists=True) picks the "
+                    f"newest complete one)."), None
+        if not path.exists():
+            return f"no checkpoint at {path}: the path does not exist.", None
+        if not path.is_dir():
+            return (f"{path} is a file, not a checkpoint directory: nemo_lite checkpoints are "
+                    f"directories holding '{WEIGHTS_DIR}/' and '{MANIFEST}'."), None
+        manifest = read_manifest(path)
+        weights = path / WEIGHTS_DIR
+        if manifest is None:
+            if (path / MANIFEST).exists():
+                return f"checkpoint {path}: {MANIFEST} is unreadable (corrupt).", None
+            return (f"checkpoint {path} is incomplete or not a nemo_lite checkpoint: "
+                    f"{MANIFEST} is missing (it is written last, once every rank has saved). "
+                    "Use an earlier complete checkpoint."), None
+        if not weights.is_dir():
+            return f"checkpoint {path} has no '{WEIGHTS_DIR}/' directory: it is incomplete.", None
+        for name, entry in (manifest.get("files") or {}).items():
+            file = weights / name
+            if not file.exists():
+                return f"checkpoint {path} is missing {WEIGHTS_DIR}/{name}: copy it again.", None
+            size = file.stat().st_size
+            if size != entry["bytes"]:
+                return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} has {size} bytes, the save "
+                        f"wrote {entry['bytes']} (truncated or corrupt). Use an earlier "
+                        "checkpoint or copy this one again."), None
+            if self.verify_checksums and "crc32" in entry:
+                crc = _file_table(file.parent, True)[file.name]["crc32"]
+                if crc != entry["crc32"]:
+                    return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} fails its CRC32 check "
+                            "(corrupt). Use an earlier checkpoint or copy this one again."), None
+        return None, manifest
+
+    def load_common(self, path: str | Path) -> dict[str, Any]:
+        """The non-sharded part (trainer state, layout); validates the checkpoint first."""
+        from megatron.core import dist_checkpointing
+
+        self.inspect(path)
+        try:
+            return dist_checkpointing.load_common_state_dict(str(Path(path) / WEIGHTS_DIR))
+        except Exception as error:
+            raise CheckpointError(f"checkpoint {path}: common state unreadable: {error}") from error
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None,
+                        sharded_state_dict: dict[str, Any] | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """Collective: fill `sharded_state_dict` (the current layout's) from `path`."""
+        from megatron.core import dist_checkpointing
+
+        if sharded_state_dict is None:
+            raise ValueError("MegatronCheckpointIO.load_checkpoint needs the sharded_state_dict "
+                             "of the current model (built by MegatronStrategy).")
+        self.inspect(path)
+        weights = Path(path) / WEIGHTS_DIR
+        strategy = None
+        if self.parallel_load:
+            from megatron.core import parallel_state
+            from megatron.core.dist_checkpointing.serialization import (
+                get_default_load_sharded_strategy,
+            )
+            from megatron.core.dist_checkpointing.strategies.fully_parallel import (
+                FullyParallelLoadStrategyWrapper,
+            )
+
+            strategy = FullyParallelLoadStrategyWrapper(
+                get_default_load_sharded_strategy(str(weights)),
+                parallel_state.get_data_parallel_group(with_context_parallel=True))
+        try:
+            with _weights_only_objects(), torch.no_grad():
+                return dist_checkpointing.load(sharded_state_dict, str(weights),
+                                               sharded_strategy=strategy,
+                                               strict=self.load_strictness or "assume_ok_unexpected")
+        except CheckpointError:
+            raise
+        except Exception as error:
+            raise CheckpointError(_explain_load_error(Path(path), error)) from error
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        target = Path(path)
+        if target.is_symlink():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)
+
+
+def _explain_load_error(path: Path, error: Exception) -> str:
+    text = f"{type(error).__name__}: {error}"
+    if "shape" in text.lower() or "mismatch" in text.lower():
+        hint = ("the saved tensors do not fit this model/layout: check the model config "
+                "(hidden size, vocab size, layers) matches the one the checkpoint was saved with")
+    elif "Weights only load failed" in text or "Unsupported global" in text:
+        hint = ("it holds a pickled object that is not plain data; nemo_lite refuses to run "
+                "code from a checkpoint")
+    elif "missing" in text.lower() or "not in the checkpoint" in text.lower():
+        hint = "it lacks keys this model needs (a different model or an incomplete copy)"
+    else:
+        hint = "the files may be corrupt or truncated; use an earlier checkpoint"
+    return f"cannot load checkpoint {path}: {hint}. ({text[:600]})"
+
+
+def save_model_weights(chunks: Sequence[torch.nn.Module], path: str | Path) -> Path:
+    """Collective: write only the weights of `chunks` as a checkpoint at `path` (any layout loads it)."""
+    MegatronCheckpointIO().save_checkpoint(model_sharded_state_dict(chunks), path,
+                                           {"manifest": {"step": 0, "weights_only": True}})
+    return Path(path)
 
 
 def load_model_weights(chunks: Sequence[torch.nn.Module], path: str | Path) -> None:
-    """Collective: load weights saved from any layout into this rank's chunks."""
-    from megatron.core import dist_checkpointing
-
-    source = Path(path)
-    if (source / WEIGHTS_DIR).is_dir():
-        source = source / WEIGHTS_DIR
-    if not source.is_dir():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}: expected a directory written by save_model_weights "
-            f"(with a '{WEIGHTS_DIR}/' sub-directory)."
-        )
-    if not dist_checkpointing.check_is_distributed_checkpoint(str(source)):
-        raise ValueError(
-            f"{source} is not a megatron distributed checkpoint (metadata.json missing or "
-            "unreadable): it may be incomplete; point at a complete checkpoint directory."
-        )
-    loaded = dist_checkpointing.load(model_sharded_state_dict(chunks), str(source))
-    for chunk, state in zip(chunks, loaded["model"], strict=False):
-        unwrap(chunk).load_state_dict(state, strict=True)
+    """Collective: load weights saved from any layout (a full or weights-only checkpoint)."""
+    loaded = MegatronCheckpointIO().load_checkpoint(path, sharded_state_dict=model_sharded_state_dict(chunks))
+    load_model_state(chunks, loaded["model"])

@@ -147,5 +147,67 @@ class MegatronOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.mcore.load_state_dict(state_dict)
 
+    @torch.no_grad()
+    def sharded_state_dict(self, model_sharded_state_dict: dict[str, Any], is_loading: bool = False,
+                           fully_reshardable: bool = False) -> dict[str, Any]:
+        """Optimizer state keyed like the model's sharded tensors (reshardable), plus the schedule.
+
+        The distributed optimizer saves in megatron's `dp_reshardable` form (each DP rank writes
+        its own shard; loads at any DP size) or, with `fully_reshardable`, in the canonical
+        per-parameter form that loads into any TP/PP/DP layout.
+        """
+        metadata = {
+            "distrib_optim_sharding_type": "fully_reshardable" if fully_reshardable else "dp_reshardable",
+            "chained_optim_avoid_prefix": True,
+        }
+        state = {"optimizer": self.mcore.sharded_state_dict(
+            model_sharded_state_dict, is_loading=is_loading, metadata=metadata)}
+        if self.scheduler is not None:
+            state["lr_scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def _leaf_optimizers(self) -> list[Any]:
+        return list(getattr(self.mcore, "chained_optimizers", [self.mcore]))
+
+    @torch.no_grad()
+    def prepare_for_load(self) -> None:
+        """Allocate the distributed optimizer's state (megatron's dummy step) so its sharded
+        state dict has tensors to load into; a fresh run has taken no step yet."""
+        from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+        for optimizer in self._leaf_optimizers():
+            if isinstance(optimizer, DistributedOptimizer) and not optimizer.optimizer.state:
+                optimizer._init_optimizer_states_with_dummy_values()
+
+    @torch.no_grad()
+    def load_sharded_state_dict(self, state: dict[str, Any]) -> None:
+        self.mcore.load_state_dict(state["optimizer"])
+        leaves = self._leaf_optimizers()
+        leaf_states = [state["optimizer"]] if len(leaves) == 1 else [
+            state["optimizer"][k] for k in sorted(state["optimizer"])]
+        for optimizer, leaf_state in zip(leaves, leaf_states, strict=True):
+            _restore_adam_steps(optimizer, leaf_state)
+        if self.scheduler is not None and "lr_scheduler" in state:
+            self.scheduler.load_state_dict(state["lr_scheduler"])
+
     def __repr__(self) -> str:
         return f"MegatronOptimizer({type(self.mcore).__name__})"
+
+
+def _restore_adam_steps(optimizer: Any, loaded: dict[str, Any]) -> None:
+    """Give each parameter its own Adam `step`, valued as saved.
+
+    megatron's distributed optimizer (without TE/Apex) saves the step in its param groups, then
+    on load points every parameter at one shared step tensor and overwrites it with the
+    per-bucket dummy values it allocated; torch's Adam would then also increment that one
+    tensor once per parameter per step.
+    """
+    groups = (loaded.get("optimizer") or {}).get("param_groups") or []
+    steps = {float(g["step"]) for g in groups if "step" in g}
+    inner = getattr(optimizer, "optimizer", None)
+    if len(steps) != 1 or inner is None:
+        return
+    step = steps.pop()
+    for param_state in inner.state.values():
+        if isinstance(param_state.get("step"), torch.Tensor):
+            param_state["step"] = torch.tensor(step, dtype=torch.float32)

@@ -17,6 +17,10 @@ _EXPORTS = {
     "MaskedTokenLossReduction": "nemo_lite.llm.loss",
     "MockDataModule": "nemo_lite.llm.data.mock",
     "ByteTokenizer": "nemo_lite.llm.tokenizer",
+    "train": "nemo_lite.llm.api",
+    "pretrain": "nemo_lite.llm.api",
+    "finetune": "nemo_lite.llm.api",
+    "validate": "nemo_lite.llm.api",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler
+from nemo_lite.llm.data.resumable import ResumableDataMixin
 from nemo_lite.llm.tokenizer import ByteTokenizer
 
 
@@ -43,7 +44,7 @@ class MockGPTDataset(Dataset):
                 "position_ids": self.position_ids}
 
 
-class MockDataModule(pl.LightningDataModule, IOMixin):
+class MockDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
     """NeMo 2.0's MockDataModule arguments; Megatron's sampler over micro/global batches."""
 
     def __init__(
@@ -77,7 +78,6 @@ class MockDataModule(pl.LightningDataModule, IOMixin):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.create_attention_mask = create_attention_mask
         self.seed = seed
-        self.init_consumed_samples = 0
 
     def _dataset(self, num_samples: int, offset: int) -> MockGPTDataset:
         return MockGPTDataset(num_samples, self.seq_length, self.tokenizer.vocab_size,

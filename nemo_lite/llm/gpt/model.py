@@ -71,7 +71,16 @@ class GPTModel(pl.LightningModule, IOMixin):
     def training_step(self, dataloader_iter: Iterator[Any]) -> torch.Tensor:
         loss = self.trainer.strategy.megatron_step(dataloader_iter, forward_only=False)
         self.log("reduced_train_loss", loss, prog_bar=True, batch_size=1, sync_dist=False)
+        # after this step: what checkpoint names carry (ModelCheckpoint runs after this)
+        self.log("consumed_samples", float(self._consumed_samples(self.trainer.global_step + 1)),
+                 batch_size=1)
         return loss
+
+    def _consumed_samples(self, global_step: int) -> int:
+        data = self.trainer.datamodule
+        if data is not None and hasattr(data, "consumed_samples"):
+            return data.consumed_samples(global_step)
+        return global_step * self.trainer.strategy.global_batch_size
 
     def validation_step(self, dataloader_iter: Iterator[Any]) -> torch.Tensor:
         loss = self.trainer.strategy.megatron_step(dataloader_iter, forward_only=True)
@@ -88,8 +97,6 @@ class GPTModel(pl.LightningModule, IOMixin):
         self.log("lr", optimizer.lr, prog_bar=True, batch_size=1)
         if optimizer.last_grad_norm is not None:
             self.log("grad_norm", optimizer.last_grad_norm, batch_size=1)
-        consumed = self.trainer.global_step * self.trainer.strategy.global_batch_size
-        self.log("consumed_samples", float(consumed), batch_size=1)
 
     def configure_optimizers(self):
         """Megatron's optimizer over the DDP-wrapped chunks (`trainer.model` under MegatronStrategy)."""

@@ -1,0 +1,62 @@
+"""ModelCheckpoint: Lightning's callback, for megatron's directory checkpoints.
+
+What changes from Lightning's: a checkpoint is a directory (no `.ckpt` suffix) written by
+MegatronStrategy on every rank; names carry the step and consumed samples
+(`step=40-consumed_samples=320`); the default keeps the last `save_top_k` checkpoints
+(monitor "step", mode "max"), and `monitor="val_loss"` keeps the best K instead; `last` is a
+link to the newest one; training always ends with a checkpoint of its final step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+
+from nemo_lite.io.capture import IOMixin
+
+DEFAULT_FILENAME = "{step}-{consumed_samples:.0f}"
+
+
+class ModelCheckpoint(LightningModelCheckpoint, IOMixin):
+    FILE_EXTENSION = ""
+    CHECKPOINT_NAME_LAST = "last"
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str | None = DEFAULT_FILENAME,
+        monitor: str | None = "step",
+        mode: str = "max",
+        save_top_k: int = 2,
+        save_last: bool | str | None = "link",
+        every_n_train_steps: int | None = None,
+        train_time_interval: Any = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = False,
+        save_weights_only: bool = False,
+        save_on_train_end: bool = True,
+        verbose: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("enable_version_counter", False)  # same name again: replace it
+        super().__init__(
+            dirpath=dirpath, filename=filename, monitor=monitor, mode=mode,
+            save_top_k=save_top_k, save_last=save_last, every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval, every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=save_on_train_epoch_end, save_weights_only=save_weights_only,
+            verbose=verbose, **kwargs,
+        )
+        self.save_on_train_end = save_on_train_end
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """A run that stops between save intervals still leaves its final state on disk."""
+        if (self.save_on_train_end and trainer.global_step > 0
+                and self._last_global_step_saved != trainer.global_step
+                and not trainer.sanity_checking):
+            candidates = self._monitor_candidates(trainer)
+            if self.monitor is None or self.monitor in candidates:
+                self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+            self._last_global_step_saved = trainer.global_step
+        super().on_train_end(trainer, pl_module)

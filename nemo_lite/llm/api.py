@@ -1,0 +1,55 @@
+"""Entry points that build and run a Trainer: `train` / `pretrain` / `finetune` / `validate`.
+
+NeMo 2.0's signatures, so its scripts port by changing imports. Each wires the run directory
+(NeMoLogger), picks what to resume (AutoResume) and calls Lightning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _setup(model: Any, trainer: Any, log: Any, resume: Any, optim: Any, tokenizer: Any,
+           data: Any) -> Path:
+    from nemo_lite.lightning.nemo_logger import NeMoLogger
+
+    if optim is not None:
+        model.optim = optim
+    if tokenizer == "data":
+        model.tokenizer = model.tokenizer or getattr(data, "tokenizer", None)
+    elif tokenizer not in (None, "model"):
+        model.tokenizer = tokenizer
+    log = log or NeMoLogger()
+    run_dir = log.setup(trainer, resume_if_exists=bool(resume and resume.resume_if_exists))
+    if resume is not None:
+        resume.setup(trainer, model)
+    return run_dir
+
+
+def train(model: Any, data: Any, trainer: Any, log: Any = None, resume: Any = None,
+          optim: Any = None, tokenizer: Any = None, model_transform: Any = None) -> Path:
+    """Fit `model` on `data`; returns the run directory (logs, checkpoints, config)."""
+    if model_transform is not None:
+        model.model_transform = model_transform
+    run_dir = _setup(model, trainer, log, resume, optim, tokenizer, data)
+    trainer.fit(model, data)
+    return run_dir
+
+
+def pretrain(model: Any, data: Any, trainer: Any, log: Any = None, resume: Any = None,
+             optim: Any = None) -> Path:
+    return train(model, data, trainer, log=log, resume=resume, optim=optim, tokenizer="data")
+
+
+def finetune(model: Any, data: Any, trainer: Any, log: Any = None, resume: Any = None,
+             optim: Any = None, peft: Any = None) -> Path:
+    return train(model, data, trainer, log=log, resume=resume, optim=optim, tokenizer="model",
+                 model_transform=peft)
+
+
+def validate(model: Any, data: Any, trainer: Any, log: Any = None, resume: Any = None,
+             optim: Any = None, tokenizer: Any = None) -> Path:
+    run_dir = _setup(model, trainer, log, resume, optim, tokenizer, data)
+    trainer.validate(model, data)
+    return run_dir

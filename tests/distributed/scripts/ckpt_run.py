@@ -1,0 +1,112 @@
+"""Checkpointed training runs, several per torchrun launch; per-step losses go to a JSONL file.
+
+Usage: torchrun --nproc-per-node N ckpt_run.py SPEC.json
+SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep": 1,
+            "dist_opt": false, "fully_reshardable": false, "steps": 4, "save_every": 2,
+            "run_dir": str, "resume": "if_exists" | PATH | null, "losses": PATH,
+            "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH}, ...]}
+Losses are appended (and fsynced) by global rank 0 as {"step": k, "loss": x} right after each
+step, so a run killed with SIGKILL keeps every loss it reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+from megatron.core.optimizer import OptimizerConfig
+
+from nemo_lite import lightning as nl
+from nemo_lite import llm
+from nemo_lite.lightning.checkpoint_io import MegatronCheckpointIO
+
+SEQ = 32
+VOCAB = 512
+
+
+class SlowCommitIO(MegatronCheckpointIO):
+    """Holds one save open (weights written, not yet committed) so a test can kill it there."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        super().__init__()
+        self.step, self.marker = step, marker
+
+    def _commit(self, tmp, final, manifest):
+        if manifest.get("step") == self.step:
+            Path(self.marker).write_text(str(tmp))
+            time.sleep(300)
+        super()._commit(tmp, final, manifest)
+
+
+class LossLog(pl.Callback):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.is_global_zero:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": trainer.global_step, "loss": float(outputs["loss"]),
+                                    "lr": trainer.optimizers[0].lr}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def model_config(run: dict):
+    drop = run.get("dropout", 0.0)
+    common = dict(num_layers=4, hidden_size=run.get("hidden", 64), num_attention_heads=4,
+                  seq_length=SEQ, vocab_size=VOCAB, hidden_dropout=drop, attention_dropout=drop)
+    if run.get("model", "gpt") == "moe":
+        return llm.MixtralConfig(**{**common, "num_layers": 2}, num_query_groups=2,
+                                 ffn_hidden_size=64, num_moe_experts=4, moe_aux_loss_coeff=0.0)
+    return llm.GPTConfig(**common)
+
+
+def train(run: dict) -> None:
+    io = None
+    if run.get("slow_commit_at_step"):
+        io = SlowCommitIO(run["slow_commit_at_step"], run["marker"])
+    strategy = nl.MegatronStrategy(
+        tensor_model_parallel_size=run.get("tp", 1),
+        pipeline_model_parallel_size=run.get("pp", 1),
+        expert_model_parallel_size=run.get("ep", 1),
+        sequence_parallel=run.get("tp", 1) > 1 and run.get("model") == "moe",
+        ckpt_optim_fully_reshardable=run.get("fully_reshardable", False),
+        checkpoint_io=io,
+    )
+    trainer = nl.Trainer(
+        strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
+        max_steps=run["steps"], limit_val_batches=0, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[LossLog(run["losses"])],
+        plugins=nl.MegatronMixedPrecision(precision="32"),
+    )
+    optim = nl.MegatronOptimizerModule(
+        OptimizerConfig(lr=3e-3, optimizer="adam", clip_grad=1.0, weight_decay=0.01,
+                        use_distributed_optimizer=run.get("dist_opt", False)),
+        lr_scheduler=nl.CosineAnnealingScheduler(max_steps=run.get("sched_steps", 8), warmup_steps=2,
+                                                min_lr=3e-4),
+    )
+    model = llm.GPTModel(model_config(run), optim=optim)
+    data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=2)
+    resume = None
+    if run.get("resume") == "if_exists":
+        resume = nl.AutoResume(resume_if_exists=True, resume_ignore_no_checkpoint=True)
+    elif run.get("resume"):
+        resume = nl.AutoResume(resume_from_path=run["resume"])
+    log = nl.NeMoLogger(explicit_log_dir=run["run_dir"], tensorboard=False,
+                        ckpt=nl.ModelCheckpoint(every_n_train_steps=run.get("save_every", 2),
+                                                save_top_k=run.get("keep", 2)))
+    llm.train(model, data, trainer, log=log, resume=resume)
+
+
+def main() -> None:
+    spec = json.load(open(sys.argv[1]))
+    for run in spec["runs"]:
+        train(run)
+
+
+if __name__ == "__main__":
+    main()
