@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 import zlib
@@ -295,6 +296,7 @@ class MegatronCheckpointIO(CheckpointIO):
                         weights_only: bool | None = None) -> dict[str, Any]:
         """Collective: fill `sharded_state_dict` (the current layout's) from `path`."""
         from megatron.core import dist_checkpointing
+        from torch.distributed.checkpoint.api import CheckpointException
 
         if sharded_state_dict is None:
             raise ValueError("MegatronCheckpointIO.load_checkpoint needs the sharded_state_dict "
@@ -321,7 +323,7 @@ class MegatronCheckpointIO(CheckpointIO):
                                                strict=self.load_strictness or "assume_ok_unexpected")
         except CheckpointError:
             raise
-        except Exception as error:
+        except (Exception, CheckpointException) as error:  # torch's is a BaseException
             raise CheckpointError(_explain_load_error(Path(path), error)) from error
 
     def remove_checkpoint(self, path: str | Path) -> None:
@@ -332,8 +334,16 @@ class MegatronCheckpointIO(CheckpointIO):
             shutil.rmtree(target)
 
 
-def _explain_load_error(path: Path, error: Exception) -> str:
-    text = f"{type(error).__name__}: {error}"
+def _root_cause(error: BaseException) -> str:
+    """The innermost error line (torch wraps each rank's failure, traceback included)."""
+    lines = [line.strip() for line in f"{type(error).__name__}: {error}".splitlines()]
+    causes = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)
+              and not line.startswith("CheckpointException: CheckpointException ranks")]
+    return causes[-1] if causes else lines[0]
+
+
+def _explain_load_error(path: Path, error: BaseException) -> str:
+    text = _root_cause(error)
     if "shape" in text.lower() or "mismatch" in text.lower():
         hint = ("the saved tensors do not fit this model/layout: check the model config "
                 "(hidden size, vocab size, layers) matches the one the checkpoint was saved with")
