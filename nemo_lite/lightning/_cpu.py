@@ -294,6 +294,15 @@ def _install_rope_cp_index() -> None:
             module.get_pos_emb_on_this_cp_rank = _within(_tensor_cuda_is_identity, fn)
 
 
+def _install_optimizer_gather() -> None:
+    distrib = importlib.import_module("megatron.core.optimizer.distrib_optimizer")
+    cls = distrib.DistributedOptimizer
+    if not getattr(cls.get_parameter_state_dp_zero, "__nemo_lite_cpu_shim__", False):
+        cls.get_parameter_state_dp_zero = _within(
+            _tensor_cuda_is_identity, cls.get_parameter_state_dp_zero
+        )
+
+
 SHIMS: tuple[Shim, ...] = (
     Shim(
         "device_redirect",
@@ -324,6 +333,12 @@ SHIMS: tuple[Shim, ...] = (
         "rope_utils.get_pos_emb_on_this_cp_rank builds its chunk index with pin_memory=True and "
         ".cuda(); with CP>1 and RoPE it runs every forward",
         _install_rope_cp_index,
+    ),
+    Shim(
+        "optimizer_gather",
+        "DistributedOptimizer.get_parameter_state_dp_zero (the fully_reshardable checkpoint "
+        "form) moves each shard with send_tensor.cuda() before gathering it over DP",
+        _install_optimizer_gather,
     ),
 )
 

@@ -350,7 +350,7 @@ def _explain_load_error(path: Path, error: BaseException) -> str:
     elif "Weights only load failed" in text or "Unsupported global" in text:
         hint = ("it holds a pickled object that is not plain data; nemo_lite refuses to run "
                 "code from a checkpoint")
-    elif "missing" in text.lower() or "not in the checkpoint" in text.lower():
+    elif any(m in text.lower() for m in ("missing", "not in the checkpoint", "not in state dict")):
         hint = "it lacks keys this model needs (a different model or an incomplete copy)"
     else:
         hint = "the files may be corrupt or truncated; use an earlier checkpoint"

@@ -8,7 +8,8 @@ OptimizerParamScheduler, stepped once per optimizer step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,10 +157,12 @@ class MegatronOptimizer(torch.optim.Optimizer):
         its own shard; loads at any DP size) or, with `fully_reshardable`, in the canonical
         per-parameter form that loads into any TP/PP/DP layout.
         """
-        metadata = {
-            "distrib_optim_sharding_type": "fully_reshardable" if fully_reshardable else "dp_reshardable",
-            "chained_optim_avoid_prefix": True,
-        }
+        from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+        metadata: dict[str, Any] = {"chained_optim_avoid_prefix": True}
+        if any(isinstance(o, DistributedOptimizer) for o in self._leaf_optimizers()):
+            metadata["distrib_optim_sharding_type"] = (
+                "fully_reshardable" if fully_reshardable else "dp_reshardable")
         state = {"optimizer": self.mcore.sharded_state_dict(
             model_sharded_state_dict, is_loading=is_loading, metadata=metadata)}
         if self.scheduler is not None:
@@ -181,8 +184,10 @@ class MegatronOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def load_sharded_state_dict(self, state: dict[str, Any]) -> None:
-        self.mcore.load_state_dict(state["optimizer"])
         leaves = self._leaf_optimizers()
+        state = {**state, "optimizer": _match_chain(state["optimizer"], leaves)}
+        with _adam_step_loaded_separately():
+            self.mcore.load_state_dict(state["optimizer"])
         leaf_states = [state["optimizer"]] if len(leaves) == 1 else [
             state["optimizer"][k] for k in sorted(state["optimizer"])]
         for optimizer, leaf_state in zip(leaves, leaf_states, strict=True):
@@ -192,6 +197,67 @@ class MegatronOptimizer(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"MegatronOptimizer({type(self.mcore).__name__})"
+
+
+def _match_chain(state: dict[Any, Any], leaves: list[Any]) -> dict[Any, Any]:
+    """Optimizer state saved by a different number of chained optimizers, made to fit this one.
+
+    A MoE model has one optimizer for dense and one for expert parameters when EP > 1, and a
+    single one at EP 1. Per-parameter tensors are keyed by global parameter names either way
+    and load as requested; only the common part (param-group settings, Adam's shared step) is
+    laid out per chain. Then the current param-group settings are kept (the LR schedule sets
+    lr) and the saved step is moved to where this optimizer reads it.
+    """
+    chain_keys = [k for k in state if isinstance(k, int)]
+    if len(leaves) == 1 and chain_keys:  # saved as a chain, loading into one optimizer
+        steps = [state[k].get("state", {}).get("common_step") for k in chain_keys]
+        fitted = {k: v for k, v in state.items() if not isinstance(k, int)}
+        parts = [fitted]
+    elif len(leaves) > 1 and "param_groups" in state:  # saved as one, loading into a chain
+        steps = [(state.get("state") or {}).get("common_step")]
+        fitted = {k: v for k, v in state.items() if isinstance(k, int)}
+        parts = [fitted[k] for k in sorted(fitted)]
+    else:
+        return state
+    step = next((s for s in steps if s is not None), None)
+    for part, optimizer in zip(parts, leaves, strict=True):
+        current = optimizer.state_dict()["param_groups"]
+        part["param_groups"] = [{**settings, "params": loaded["params"]}
+                                for settings, loaded in zip(current, part["param_groups"], strict=True)]
+        if step is not None:
+            part.setdefault("state", {})["common_step"] = step
+    return fitted
+
+
+@contextlib.contextmanager
+def _adam_step_loaded_separately() -> Iterator[None]:
+    """Let megatron's distributed optimizer load per-parameter state that has no `step`.
+
+    Its fully_reshardable form saves Adam's `step` apart from the per-parameter tensors, but
+    `_set_main_param_and_optimizer_states` copies every key of torch Adam's state, `step`
+    included (KeyError without TE/Apex, whose fused Adam keeps no per-parameter step). For one
+    load, `step` is held aside while the tensors are copied; `_restore_adam_steps` sets it.
+    """
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer._set_main_param_and_optimizer_states
+
+    def set_states(self: Any, model_param: Any, tensors: dict[str, Any]) -> None:
+        group_index, group_order = self.model_param_group_index_map[model_param]
+        main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+        state = self.optimizer.state.get(main_param, {})
+        step = state.pop("step", None) if "step" not in tensors else None
+        try:
+            original(self, model_param, tensors)
+        finally:
+            if step is not None:
+                state["step"] = step
+
+    DistributedOptimizer._set_main_param_and_optimizer_states = set_states
+    try:
+        yield
+    finally:
+        DistributedOptimizer._set_main_param_and_optimizer_states = original
 
 
 def _restore_adam_steps(optimizer: Any, loaded: dict[str, Any]) -> None:

@@ -27,3 +27,19 @@ def run_layouts(nproc: int, runs: list[dict], init_dir: Path, workdir: Path) -> 
     spec.write_text(json.dumps({"init_dir": str(init_dir), "runs": runs}))
     torchrun(nproc, "parity_run.py", str(spec), str(out))
     return json.loads(out.read_text())
+
+
+def run_checkpointed(nproc: int, runs: list[dict], workdir: Path, tag: str) -> None:
+    """Run `ckpt_run.py` over `runs` in one torchrun launch (losses land in each run's JSONL)."""
+    spec = workdir / f"spec_{tag}.json"
+    spec.write_text(json.dumps({"runs": runs}))
+    torchrun(nproc, "ckpt_run.py", str(spec))
+
+
+def read_losses(path: Path | str) -> dict[int, float]:
+    """step -> loss; a step logged twice (a killed run, then its restart) keeps the later value."""
+    losses: dict[int, float] = {}
+    for line in Path(path).read_text().splitlines():
+        record = json.loads(line)
+        losses[record["step"]] = record["loss"]
+    return losses
