@@ -1,0 +1,131 @@
+"""A run killed with SIGKILL resumes, with the same command, exactly where it would have been.
+
+Two ranks, DP2 with the distributed optimizer and dropout 0.1 (so the RNG state matters),
+8 steps, a checkpoint every 2 steps. The reference runs uninterrupted. One copy is killed
+mid-training (after its step-4 checkpoint), another while its step-6 checkpoint is being
+committed; each is restarted with the same command and must reproduce the reference's
+per-step losses (fp32, 1e-6 relative) from the checkpoint on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import SCRIPTS, read_losses, run_checkpointed
+
+pytestmark = pytest.mark.distributed
+
+STEPS = 8
+
+
+def run_spec(work: Path, name: str, **extra) -> dict:
+    return {"name": name, "steps": STEPS, "save_every": 2, "keep": 2, "dist_opt": True,
+            "dropout": 0.1, "run_dir": str(work / name), "losses": str(work / f"{name}.jsonl"),
+            "resume": "if_exists", **extra}
+
+
+def start(work: Path, run: dict) -> subprocess.Popen:
+    spec = work / f"spec_{run['name']}_{time.monotonic_ns()}.json"
+    spec.write_text(json.dumps({"runs": [run]}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+           str(SCRIPTS / "ckpt_run.py"), str(spec)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "the run never reached the point to kill it"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no cleanup
+    proc.wait(timeout=30)
+
+
+def checkpoints(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+
+def resumed_from(run_dir: Path) -> str:
+    log = (run_dir / "nemo_log_globalrank-0_localrank-0.txt").read_text()
+    return re.findall(r"resuming from checkpoint (\S+)", log)[-1].rsplit("/", 1)[-1]
+
+
+def assert_kept_checkpoints(run_dir: Path, resumed_from: str | None = None) -> None:
+    """Keep-last-2 after the restart, nothing incomplete left; Lightning never deletes the
+    checkpoint a run resumed from, so that one may remain as well."""
+    left = set(checkpoints(run_dir)) - {resumed_from}
+    assert left == {"last", "step=6-consumed_samples=48", "step=8-consumed_samples=64"}, left
+    assert (run_dir / "checkpoints" / "last").resolve().name == "step=8-consumed_samples=64"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    work = tmp_path_factory.mktemp("resume")
+    run_checkpointed(2, [run_spec(work, "reference")], work, "reference")
+    return work
+
+
+def test_killed_mid_training_resumes_with_identical_losses(work):
+    run = run_spec(work, "killed")
+    losses = Path(run["losses"])
+    proc = start(work, run)
+    kill_when(proc, lambda: losses.exists() and len(read_losses(losses)) >= 5)
+    assert proc.returncode != 0
+    before = checkpoints(Path(run["run_dir"]))
+    assert "step=4-consumed_samples=32" in before, before
+
+    run_checkpointed(2, [run], work, "killed-restart")
+    reference = read_losses(work / "reference.jsonl")
+    resumed = read_losses(losses)
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for step in range(5, STEPS + 1):
+        assert abs(resumed[step] - reference[step]) <= 1e-6 * abs(reference[step]), (
+            step, resumed, reference)
+    assert_kept_checkpoints(Path(run["run_dir"]), resumed_from(Path(run["run_dir"])))
+
+
+def test_killed_during_checkpoint_save_resumes_from_the_previous_one(work):
+    run = run_spec(work, "killed-saving", slow_commit_at_step=6, marker=str(work / "saving"))
+    proc = start(work, run)
+    kill_when(proc, lambda: (work / "saving").exists())
+    run_dir = Path(run["run_dir"])
+    left = checkpoints(run_dir)
+    assert "step=6-consumed_samples=48.incomplete" in left, left
+    assert "step=6-consumed_samples=48" not in left, left
+    (work / "saving").unlink()
+
+    run["slow_commit_at_step"] = None  # the same run, restarted
+    run_checkpointed(2, [run], work, "saving-restart")
+    assert resumed_from(run_dir) == "step=4-consumed_samples=32"
+    reference = read_losses(work / "reference.jsonl")
+    resumed = read_losses(run["losses"])
+    for step in range(5, STEPS + 1):
+        assert abs(resumed[step] - reference[step]) <= 1e-6 * abs(reference[step]), (
+            step, resumed, reference)
+    assert_kept_checkpoints(run_dir, resumed_from="step=4-consumed_samples=32")
+
+
+def test_saved_context_rebuilds_the_model_config(work):
+    from nemo_lite.io import load_context
+
+    checkpoint = work / "reference" / "checkpoints" / "step=8-consumed_samples=64"
+    config = load_context(checkpoint, subpath="model.config")
+    assert (config.num_layers, config.hidden_size, config.seq_length) == (4, 64, 32)
+    assert config.hidden_dropout == 0.1
+    data = load_context(checkpoint, subpath="data")
+    assert (data.global_batch_size, data.micro_batch_size) == (8, 2)
+    manifest = json.loads((checkpoint / "nemo_lite.json").read_text())
+    assert manifest["step"] == 8 and manifest["consumed_samples"] == 64
+    assert manifest["optimizer"] == "dp_reshardable"
