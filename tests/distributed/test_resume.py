@@ -78,13 +78,15 @@ def work(tmp_path_factory):
 
 
 def test_killed_mid_training_resumes_with_identical_losses(work):
-    run = run_spec(work, "killed")
+    run = run_spec(work, "killed", pause_after_step=5)
     losses = Path(run["losses"])
     proc = start(work, run)
-    kill_when(proc, lambda: losses.exists() and len(read_losses(losses)) >= 5)
+    kill_when(proc, lambda: losses.exists() and 5 in read_losses(losses))
     assert proc.returncode != 0
     before = checkpoints(Path(run["run_dir"]))
-    assert "step=4-consumed_samples=32" in before, before
+    assert "step=4-consumed_samples=32" in before and "step=6-consumed_samples=48" not in before
+
+    run["pause_after_step"] = None  # the same run, restarted
 
     run_checkpointed(2, [run], work, "killed-restart")
     reference = read_losses(work / "reference.jsonl")
@@ -93,7 +95,8 @@ def test_killed_mid_training_resumes_with_identical_losses(work):
     for step in range(5, STEPS + 1):
         assert abs(resumed[step] - reference[step]) <= 1e-6 * abs(reference[step]), (
             step, resumed, reference)
-    assert_kept_checkpoints(Path(run["run_dir"]), resumed_from(Path(run["run_dir"])))
+    assert resumed_from(Path(run["run_dir"])) == "step=4-consumed_samples=32"
+    assert_kept_checkpoints(Path(run["run_dir"]), "step=4-consumed_samples=32")
 
 
 def test_killed_during_checkpoint_save_resumes_from_the_previous_one(work):

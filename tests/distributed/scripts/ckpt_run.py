@@ -4,7 +4,8 @@ Usage: torchrun --nproc-per-node N ckpt_run.py SPEC.json
 SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep": 1,
             "dist_opt": false, "fully_reshardable": false, "steps": 4, "save_every": 2,
             "run_dir": str, "resume": "if_exists" | PATH | null, "losses": PATH,
-            "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH}, ...]}
+            "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH,
+            "pause_after_step": null}, ...]}
 Losses are appended (and fsynced) by global rank 0 as {"step": k, "loss": x} right after each
 step, so a run killed with SIGKILL keeps every loss it reached.
 """
@@ -43,8 +44,10 @@ class SlowCommitIO(MegatronCheckpointIO):
 
 
 class LossLog(pl.Callback):
-    def __init__(self, path: str) -> None:
-        self.path = path
+    """Logs each step's loss; with `pause_after_step`, then waits there to be killed."""
+
+    def __init__(self, path: str, pause_after_step: int | None = None) -> None:
+        self.path, self.pause_after_step = path, pause_after_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.is_global_zero:
@@ -53,6 +56,8 @@ class LossLog(pl.Callback):
                                     "lr": trainer.optimizers[0].lr}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+        if trainer.global_step == self.pause_after_step:
+            time.sleep(300)
 
 
 def model_config(run: dict):
@@ -80,7 +85,7 @@ def train(run: dict) -> None:
     trainer = nl.Trainer(
         strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
         max_steps=run["steps"], limit_val_batches=0, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[LossLog(run["losses"])],
+        enable_model_summary=False, callbacks=[LossLog(run["losses"], run.get("pause_after_step"))],
         plugins=nl.MegatronMixedPrecision(precision="32"),
     )
     optim = nl.MegatronOptimizerModule(
