@@ -1,4 +1,5 @@
-"""Broken checkpoints fail early with a message naming the path and the problem; nothing runs.
+"""Broken checkpoints fail early with a message naming the path and the problem; nothing runs;
+and a good checkpoint's directory alone (its saved context) rebuilds and continues the run.
 
 One single-rank launch (ckpt_errors.py) saves a good checkpoint, tries to resume broken copies
 of it through `llm.train` + `AutoResume`, and records what each attempt raised.
@@ -49,4 +50,11 @@ def test_pickled_code_in_a_checkpoint_never_runs(outcomes):
 
 
 def test_the_good_checkpoint_still_resumes_after_failed_attempts(outcomes):
-    assert outcomes["good_after"] == {"error": None}
+    assert outcomes["good_after"]["error"] is None
+
+
+def test_a_checkpoint_directory_alone_rebuilds_and_continues_the_run(outcomes):
+    rebuilt, direct = outcomes["from_context"], outcomes["good_after"]["losses"]
+    assert rebuilt["model"] == "GPTModel" and rebuilt["hidden_size"] == 64
+    assert list(rebuilt["losses"]) == ["3"] and list(direct) == ["3"]
+    assert abs(rebuilt["losses"]["3"] - direct["3"]) <= 1e-6 * abs(direct["3"])

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ckpt_run import train
+from ckpt_run import LossLog, train
 
 from nemo_lite.lightning import rng
 
@@ -44,6 +44,25 @@ def attempt(run: dict) -> dict:
     except Exception as error:  # noqa: BLE001 - recording what the user would see
         return {"error": type(error).__name__, "message": str(error)}
     return {"error": None}
+
+
+def read_losses(path: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+def from_context(checkpoint: Path, work: Path) -> dict:
+    import fiddle as fdl
+
+    from nemo_lite.io import load_context
+
+    config = load_context(checkpoint, build=False)
+    config["trainer"].max_steps = 3
+    built = fdl.build(config)
+    losses = work / "from-context.jsonl"
+    built["trainer"].callbacks.append(LossLog(str(losses)))
+    built["trainer"].fit(built["model"], built["data"], ckpt_path=str(checkpoint))
+    return {"losses": read_losses(losses), "model": type(built["model"]).__name__,
+            "hidden_size": built["model"].config.hidden_size}
 
 
 def main() -> None:
@@ -100,6 +119,11 @@ def main() -> None:
     # after all that, the good checkpoint still resumes
     results["good_after"] = attempt({**base_run(work, "try-good"), "steps": 3,
                                      "resume": str(good)})
+    results["good_after"]["losses"] = read_losses(work / "try-good.jsonl")
+
+    # the checkpoint directory alone rebuilds the run: trainer, model and data from its
+    # context/, weights and state from weights/ (one more step than it was saved with)
+    results["from_context"] = from_context(good, work)
     out.write_text(json.dumps(results, indent=1))
 
 
