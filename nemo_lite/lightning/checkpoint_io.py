@@ -167,7 +167,7 @@ class MegatronCheckpointIO(CheckpointIO):
 
     def __init__(self, save_ckpt_format: str = "torch_dist", parallel_save: bool = True,
                  parallel_load: bool = False, verify_checksums: bool = True,
-                 load_strictness: str | None = None) -> None:
+                 load_strictness: str | None = None, async_save: bool = False) -> None:
         if save_ckpt_format != "torch_dist":
             raise ValueError(
                 f"save_ckpt_format={save_ckpt_format!r} is not supported: use 'torch_dist' "
@@ -178,6 +178,9 @@ class MegatronCheckpointIO(CheckpointIO):
         self.parallel_load = parallel_load
         self.verify_checksums = verify_checksums
         self.load_strictness = load_strictness
+        self.async_save = async_save
+        self._queue: Any = None
+        self._deferred_removals: list[str | Path] = []
 
     # --- save ----------------------------------------------------------------------------
     def _save_strategy(self) -> Any:
@@ -206,8 +209,23 @@ class MegatronCheckpointIO(CheckpointIO):
                 shutil.rmtree(tmp)
             (tmp / WEIGHTS_DIR).mkdir(parents=True)
         _barrier()
-        dist_checkpointing.save(checkpoint, str(tmp / WEIGHTS_DIR),
-                                sharded_strategy=self._save_strategy())
+        request = dist_checkpointing.save(checkpoint, str(tmp / WEIGHTS_DIR),
+                                          sharded_strategy=self._save_strategy(),
+                                          async_sharded_save=self.async_save)
+        if request is None:
+            self._finalize(tmp, final, options)
+            return
+        # Async: the tensors are written in the background; the commit (manifest + rename)
+        # runs once every rank's writes are done, when `maybe_finalize` finds them done.
+        request.add_finalize_fn(lambda: self._finalize(tmp, final, options))
+        if self._queue is None:
+            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+            self._queue = AsyncCallsQueue()
+        self._queue.schedule_async_request(request)
+
+    def _finalize(self, tmp: Path, final: Path, options: dict[str, Any]) -> None:
+        """Collective: once every rank has written, rank 0 commits the checkpoint."""
         _barrier()
         if _rank() == 0:
             before_commit: Callable[[Path], None] | None = options.get("before_commit")
@@ -215,6 +233,17 @@ class MegatronCheckpointIO(CheckpointIO):
                 before_commit(tmp)
             self._commit(tmp, final, dict(options.get("manifest") or {}))
         _barrier()
+
+    def maybe_finalize(self, blocking: bool = False) -> None:
+        """Collective: commit the async saves that finished (all of them with `blocking`),
+        then drop the checkpoints whose removal waited for them."""
+        if self._queue is None:
+            return
+        self._queue.maybe_finalize_async_calls(blocking=blocking)
+        if self._queue.get_num_unfinalized_calls() == 0:
+            removals, self._deferred_removals = self._deferred_removals, []
+            for path in removals:
+                self.remove_checkpoint(path)
 
     def _commit(self, tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
         manifest.update(format=FORMAT, saved_at=time.time(),
@@ -327,6 +356,11 @@ class MegatronCheckpointIO(CheckpointIO):
             raise CheckpointError(_explain_load_error(Path(path), error)) from error
 
     def remove_checkpoint(self, path: str | Path) -> None:
+        """Remove a checkpoint, or, while an async save is uncommitted, remove it after: the
+        older checkpoint must survive until the newer one is complete."""
+        if self._queue is not None and self._queue.get_num_unfinalized_calls() > 0:
+            self._deferred_removals.append(path)
+            return
         target = Path(path)
         if target.is_symlink():
             target.unlink()

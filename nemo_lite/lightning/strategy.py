@@ -132,7 +132,7 @@ class MegatronStrategy(DDPStrategy, IOMixin):
             self.checkpoint_io = MegatronCheckpointIO(
                 save_ckpt_format=save_ckpt_format, parallel_save=ckpt_parallel_save,
                 parallel_load=ckpt_parallel_load, verify_checksums=ckpt_verify_checksums,
-                load_strictness=ckpt_load_strictness)
+                load_strictness=ckpt_load_strictness, async_save=ckpt_async_save)
         self._pending_rng_state: Any = None
         self.megatron_parallel: MegatronParallel | None = None
         self.num_microbatches = 1
@@ -467,6 +467,17 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         if self._pending_rng_state is not None:
             rng.restore(self._pending_rng_state)
             self._pending_rng_state = None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._finalize_async_saves(blocking=False)
+
+    def _finalize_async_saves(self, blocking: bool) -> None:
+        finalize = getattr(self.checkpoint_io, "maybe_finalize", None)
+        if finalize is not None:
+            finalize(blocking=blocking)
+
+    def on_train_end(self) -> None:
+        self._finalize_async_saves(blocking=True)
 
     def model_to_device(self) -> None:
         if self.megatron_parallel is not None:

@@ -2,10 +2,11 @@
 
 Defaults only, plus one check: Megatron's sampler already shards data over data-parallel
 ranks (so Lightning must not add a DistributedSampler); evaluation runs under no_grad
-rather than inference_mode (megatron modules keep state between steps); Lightning's own
-checkpointing stays off until MegatronStrategy's distributed checkpoint IO takes over; and
-`fit` / `validate` / `test` check the parallel layout before Lightning spawns any rank, so a
-bad layout fails in the launching process with one clear error.
+rather than inference_mode (megatron modules keep state between steps); checkpoints come from
+`nl.ModelCheckpoint` when one is given (here, or by NeMoLogger), never from Lightning's
+default callback (it would write a `.ckpt` per epoch); and `fit` / `validate` check the
+parallel layout before Lightning spawns any rank, so a bad layout fails in the launching
+process with one clear error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nemo_lite.io.capture import IOMixin
 
@@ -21,7 +23,8 @@ class Trainer(pl.Trainer, IOMixin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("use_distributed_sampler", False)
         kwargs.setdefault("inference_mode", False)
-        kwargs.setdefault("enable_checkpointing", False)
+        kwargs.setdefault("enable_checkpointing", any(
+            isinstance(cb, ModelCheckpoint) for cb in kwargs.get("callbacks") or []))
         kwargs.setdefault("logger", False)
         super().__init__(*args, **kwargs)
 

@@ -2,7 +2,8 @@
 
 Each saving run trains 4 steps and checkpoints at step 2 (model, optimizer, LR schedule, data
 position). A run in another layout resumes that step-2 checkpoint and trains steps 3-4: its
-losses must equal the saving run's own steps 3-4 (fp32, 1e-5 relative).
+losses must equal the saving run's own steps 3-4 (fp32, 1e-5 relative). The DP2 saver writes
+its checkpoints asynchronously (committed once every rank's background write is done).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.distributed
 
 SAVERS = {  # name -> (ranks, run settings)
     "TP1": (1, {}),
-    "DP2 distopt": (2, {"dist_opt": True}),
+    "DP2 distopt async": (2, {"dist_opt": True, "async_save": True}),
     "TP2 distopt fully-reshardable": (2, {"tp": 2, "dist_opt": True, "fully_reshardable": True}),
     "MoE EP2": (2, {"model": "moe", "ep": 2}),
     "TP2+PP2": (4, {"tp": 2, "pp": 2}),
@@ -23,7 +24,7 @@ SAVERS = {  # name -> (ranks, run settings)
 LOADS = [  # (saved by, loaded with ranks, the loading run's full settings)
     ("TP2+PP2", 1, {}),
     ("TP1", 4, {"tp": 2, "pp": 2}),
-    ("DP2 distopt", 1, {"dist_opt": True}),
+    ("DP2 distopt async", 1, {"dist_opt": True}),
     ("TP2 distopt fully-reshardable", 1, {"dist_opt": True}),
     ("MoE EP2", 1, {"model": "moe"}),
 ]

@@ -80,6 +80,7 @@ def train(run: dict) -> None:
         expert_model_parallel_size=run.get("ep", 1),
         sequence_parallel=run.get("tp", 1) > 1 and run.get("model") == "moe",
         ckpt_optim_fully_reshardable=run.get("fully_reshardable", False),
+        ckpt_async_save=run.get("async_save", False),
         checkpoint_io=io,
     )
     trainer = nl.Trainer(
