@@ -15,7 +15,7 @@ Before every load the files' pages are dropped from the page cache (posix_fadvis
 after fsync), so loads read from the disk, not from memory. Bytes are the files written
 (whole checkpoint directory for a/b); MB = 10^6 bytes. Prints medians, MB/s and ratios.
 
-    python benchmarks/checkpoint.py [--rounds 3] [--hidden 768] [--layers 4] [--vocab 16384]
+    python benchmarks/checkpoint.py [--rounds 5] [--hidden 768] [--layers 4] [--vocab 16384]
                                     [--dir /tmp]
 """
 
@@ -197,7 +197,7 @@ def run(args, root: Path) -> dict[str, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=16384)
@@ -215,14 +215,15 @@ def main() -> None:
 
     def rate(seconds_key: str, bytes_key: str) -> str:
         s, b = med[seconds_key], med[bytes_key]
-        return f"{b / MB:6.0f} MB in {s:6.2f} s = {b / MB / s:6.0f} MB/s"
+        lo, hi = min(r[seconds_key]), max(r[seconds_key])
+        return f"{b / MB:4.0f} MB in {s:5.2f} s [{lo:.2f}-{hi:.2f}] = {b / MB / s:5.0f} MB/s"
 
     def mbps(seconds_key: str, bytes_key: str) -> float:
         return med[bytes_key] / MB / med[seconds_key]
 
     print(f"model: GPT {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, "
           f"{med['params'] / 1e6:.1f}M params fp32 + Adam, 1 CPU rank; "
-          f"{args.rounds} rounds, medians")
+          f"{args.rounds} rounds, medians [min-max]")
     print(f"filesystem: {filesystem(root.parent)} ({args.dir}); page cache dropped before "
           f"each load; checkpoint = {int(med['files'])} files in weights/ + manifest + context")
     print(f"nemo_lite save          {rate('nemo.save', 'nemo.bytes')}"
