@@ -294,7 +294,8 @@ class MegatronCheckpointIO(CheckpointIO):
                     "Use an earlier complete checkpoint."), None
         if not weights.is_dir():
             return f"checkpoint {path} has no '{WEIGHTS_DIR}/' directory: it is incomplete.", None
-        for name, entry in (manifest.get("files") or {}).items():
+        expected = manifest.get("files") or {}
+        for name, entry in expected.items():
             file = weights / name
             if not file.exists():
                 return f"checkpoint {path} is missing {WEIGHTS_DIR}/{name}: copy it again.", None
@@ -303,9 +304,10 @@ class MegatronCheckpointIO(CheckpointIO):
                 return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} has {size} bytes, the save "
                         f"wrote {entry['bytes']} (truncated or corrupt). Use an earlier "
                         "checkpoint or copy this one again."), None
-            if self.verify_checksums and "crc32" in entry:
-                crc = _file_table(file.parent, True)[file.name]["crc32"]
-                if crc != entry["crc32"]:
+        if self.verify_checksums:
+            found = _file_table(weights, checksums=True)  # one pass over the files
+            for name, entry in expected.items():
+                if "crc32" in entry and found[name].get("crc32") != entry["crc32"]:
                     return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} fails its CRC32 check "
                             "(corrupt). Use an earlier checkpoint or copy this one again."), None
         return None, manifest
@@ -322,15 +324,18 @@ class MegatronCheckpointIO(CheckpointIO):
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None,
                         sharded_state_dict: dict[str, Any] | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
-        """Collective: fill `sharded_state_dict` (the current layout's) from `path`."""
+                        weights_only: bool | None = None,
+                        inspected: bool = False) -> dict[str, Any]:
+        """Collective: fill `sharded_state_dict` (the current layout's) from `path`
+        (`inspected`: the caller already ran `inspect(path)`)."""
         from megatron.core import dist_checkpointing
         from torch.distributed.checkpoint.api import CheckpointException
 
         if sharded_state_dict is None:
             raise ValueError("MegatronCheckpointIO.load_checkpoint needs the sharded_state_dict "
                              "of the current model (built by MegatronStrategy).")
-        self.inspect(path)
+        if not inspected:
+            self.inspect(path)
         weights = Path(path) / WEIGHTS_DIR
         strategy = None
         if self.parallel_load:

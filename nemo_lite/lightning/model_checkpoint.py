@@ -2,7 +2,7 @@
 
 What changes from Lightning's: a checkpoint is a directory (no `.ckpt` suffix) written by
 MegatronStrategy on every rank; names carry the step and consumed samples
-(`step=40-consumed_samples=320`); the default keeps the last `save_top_k` checkpoints
+(`step=40-consumed_samples=320`, led by `val_loss=2.3456-` when that is monitored); the default keeps the last `save_top_k` checkpoints
 (monitor "step", mode "max"), and `monitor="val_loss"` keeps the best K instead; `last` is a
 link to the newest one; training always ends with a checkpoint of its final step.
 """
@@ -18,6 +18,13 @@ from nemo_lite.io.capture import IOMixin
 DEFAULT_FILENAME = "{step}-{consumed_samples:.0f}"
 
 
+def default_filename(monitor: str | None) -> str:
+    """`step=N-consumed_samples=M`, led by the monitored metric when it is not the step."""
+    if monitor in (None, "step"):
+        return DEFAULT_FILENAME
+    return "{" + monitor + ":.4f}-" + DEFAULT_FILENAME
+
+
 class ModelCheckpoint(LightningModelCheckpoint, IOMixin):
     FILE_EXTENSION = ""
     CHECKPOINT_NAME_LAST = "last"
@@ -25,7 +32,7 @@ class ModelCheckpoint(LightningModelCheckpoint, IOMixin):
     def __init__(
         self,
         dirpath: str | None = None,
-        filename: str | None = DEFAULT_FILENAME,
+        filename: str | None = None,
         monitor: str | None = "step",
         mode: str = "max",
         save_top_k: int = 2,
@@ -41,7 +48,8 @@ class ModelCheckpoint(LightningModelCheckpoint, IOMixin):
     ) -> None:
         kwargs.setdefault("enable_version_counter", False)  # same name again: replace it
         super().__init__(
-            dirpath=dirpath, filename=filename, monitor=monitor, mode=mode,
+            dirpath=dirpath, filename=filename or default_filename(monitor), monitor=monitor,
+            mode=mode,
             save_top_k=save_top_k, save_last=save_last, every_n_train_steps=every_n_train_steps,
             train_time_interval=train_time_interval, every_n_epochs=every_n_epochs,
             save_on_train_epoch_end=save_on_train_epoch_end, save_weights_only=save_weights_only,

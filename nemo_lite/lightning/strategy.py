@@ -274,6 +274,7 @@ class MegatronStrategy(DDPStrategy, IOMixin):
                 "clipping lives in megatron's optimizer; set OptimizerConfig(clip_grad=...)."
             )
         fitting = trainer.state.fn == TrainerFn.FITTING
+        self._count_eval_limits_in_global_batches(trainer)
         chunks = [chunk.to(self.root_device) for chunk in module.module]
         config = module.config
         if self.precision_plugin.is_half:
@@ -291,6 +292,17 @@ class MegatronStrategy(DDPStrategy, IOMixin):
             self.precision_plugin.configure_optimizer(module.optim.config)
             self.setup_optimizers(trainer)
             self._connect_optimizer_to_schedule(config)
+
+    def _count_eval_limits_in_global_batches(self, trainer: Any) -> None:
+        """`limit_val_batches=N` means N validation steps (global batches); Lightning counts
+        the loader's items, which are micro-batches here (each step pulls all of its own)."""
+        if getattr(trainer, "_nemo_lite_limits_scaled", False):
+            return
+        for name in ("limit_val_batches", "limit_test_batches"):
+            limit = getattr(trainer, name)
+            if isinstance(limit, int) and limit > 0:
+                setattr(trainer, name, limit * self.num_microbatches)
+        trainer._nemo_lite_limits_scaled = True
 
     def _wrap_ddp(self, chunks: list[torch.nn.Module], config: Any, module: Any) -> list[Any]:
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
@@ -439,7 +451,7 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         same_layout = manifest.get("layout") == self._layout_record()
         if fitting and same_layout:
             request["rng_state"] = rng.sharded()
-        loaded = io.load_checkpoint(checkpoint_path, sharded_state_dict=request)
+        loaded = io.load_checkpoint(checkpoint_path, sharded_state_dict=request, inspected=True)
         if "trainer" not in loaded:
             raise CheckpointError(
                 f"checkpoint {checkpoint_path} holds weights only (no trainer state): start "

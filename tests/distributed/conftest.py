@@ -41,5 +41,11 @@ def read_losses(path: Path | str) -> dict[int, float]:
     losses: dict[int, float] = {}
     for line in Path(path).read_text().splitlines():
         record = json.loads(line)
-        losses[record["step"]] = record["loss"]
+        if "loss" in record:
+            losses[record["step"]] = record["loss"]
     return losses
+
+
+def read_val_losses(path: Path | str) -> dict[int, float]:
+    records = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return {r["step"]: r["val_loss"] for r in records if "val_loss" in r}

@@ -8,9 +8,11 @@ its checkpoints asynchronously (committed once every rank's background write is 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from .conftest import read_losses, run_checkpointed
+from .conftest import read_losses, read_val_losses, run_checkpointed
 
 pytestmark = pytest.mark.distributed
 
@@ -53,14 +55,22 @@ def results(tmp_path_factory):
         by_ranks[ranks].append(run(f"{saver} -> {ranks}", settings, resume=checkpoint(saver)))
     # savers before the runs that load them: 1 rank saves TP1 for the 4-rank load, and the
     # 1-rank loads need the 2- and 4-rank savers
+    # keep-best-K by a metric: validate every step, keep the 2 *worst* val losses (mode max),
+    # which keep-last-K would not
+    by_ranks[1].append({**run("keep-worst-2", {}), "val_every": 1, "save_every": None,
+                        "monitor": "val_loss", "mode": "max", "keep": 2})
     savers_1 = [r for r in by_ranks[1] if r["resume"] is None]
     loads_1 = [r for r in by_ranks[1] if r["resume"] is not None]
     run_checkpointed(1, savers_1, work, "1a")
     run_checkpointed(2, by_ranks[2], work, "2")
     run_checkpointed(4, by_ranks[4], work, "4")
     run_checkpointed(1, loads_1, work, "1b")
-    return {name: read_losses(work / f"{slug(name)}.jsonl")
-            for name in [*SAVERS, *(f"{s} -> {r}" for s, r, _ in LOADS)]}
+    out = {name: read_losses(work / f"{slug(name)}.jsonl")
+           for name in [*SAVERS, *(f"{s} -> {r}" for s, r, _ in LOADS)]}
+    out["keep-worst-2"] = {"val": read_val_losses(work / "keep_worst_2.jsonl"),
+                           "kept": sorted(p.name for p in (work / "keep_worst_2" / "checkpoints")
+                                          .iterdir() if not p.is_symlink())}
+    return out
 
 
 @pytest.mark.parametrize("saver,ranks,settings", LOADS, ids=[f"{s} -> {r} ranks" for s, r, _ in LOADS])
@@ -71,3 +81,12 @@ def test_resharded_resume_matches_the_saving_run(results, saver, ranks, settings
         diff = abs(loaded[step] - saved[step]) / abs(saved[step])
         print(f"RESHARD {saver} -> {ranks} ranks {settings} step {step}: rel diff {diff:.2e}")
         assert diff <= 1e-5, (step, loaded, saved)
+
+
+def test_keep_best_k_by_a_monitored_metric(results):
+    run = results["keep-worst-2"]
+    val = run["val"]
+    assert sorted(val) == [1, 2, 3, 4], val
+    worst = sorted(sorted(val, key=val.get)[-2:])
+    assert sorted(int(re.search(r"step=(\d+)", name)[1]) for name in run["kept"]) == worst, run
+    assert all("val_loss=" in name for name in run["kept"]), run["kept"]

@@ -45,12 +45,15 @@ def start(work: Path, run: dict) -> subprocess.Popen:
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline, "the run never reached the point to kill it"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no cleanup
-    proc.wait(timeout=30)
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never reached the point to kill it"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no cleanup
+        proc.wait(timeout=30)
 
 
 def checkpoints(run_dir: Path) -> list[str]:

@@ -5,7 +5,7 @@ SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep":
             "dist_opt": false, "fully_reshardable": false, "steps": 4, "save_every": 2,
             "run_dir": str, "resume": "if_exists" | PATH | null, "losses": PATH,
             "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH,
-            "pause_after_step": null}, ...]}
+            "pause_after_step": null, "val_every": null, "monitor": "step", "mode": "max"}, ...]}
 Losses are appended (and fsynced) by global rank 0 as {"step": k, "loss": x} right after each
 step, so a run killed with SIGKILL keeps every loss it reached.
 """
@@ -59,6 +59,12 @@ class LossLog(pl.Callback):
         if trainer.global_step == self.pause_after_step:
             time.sleep(300)
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": trainer.global_step,
+                                    "val_loss": float(trainer.callback_metrics["val_loss"])}) + "\n")
+
 
 def model_config(run: dict):
     drop = run.get("dropout", 0.0)
@@ -85,7 +91,8 @@ def train(run: dict) -> None:
     )
     trainer = nl.Trainer(
         strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
-        max_steps=run["steps"], limit_val_batches=0, enable_progress_bar=False,
+        max_steps=run["steps"], limit_val_batches=2 if run.get("val_every") else 0,
+        val_check_interval=run.get("val_every"), num_sanity_val_steps=0, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[LossLog(run["losses"], run.get("pause_after_step"))],
         plugins=nl.MegatronMixedPrecision(precision="32"),
     )
@@ -104,7 +111,9 @@ def train(run: dict) -> None:
         resume = nl.AutoResume(resume_from_path=run["resume"])
     log = nl.NeMoLogger(explicit_log_dir=run["run_dir"], tensorboard=False,
                         ckpt=nl.ModelCheckpoint(every_n_train_steps=run.get("save_every", 2),
-                                                save_top_k=run.get("keep", 2)))
+                                                save_top_k=run.get("keep", 2),
+                                                monitor=run.get("monitor", "step"),
+                                                mode=run.get("mode", "max")))
     llm.train(model, data, trainer, log=log, resume=resume)
 
 
