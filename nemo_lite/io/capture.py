@@ -83,11 +83,9 @@ class IOMixin:
         cls.__init__ = __init__  # type: ignore[method-assign]
 
 
-def capture_dataclass(obj: Any) -> None:
-    """Record a dataclass's init fields that differ from their defaults (call in __post_init__)."""
-    if IO_ATTR in obj.__dict__:
-        return
-    arguments = {}
+def changed_fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's init fields whose values differ from their defaults."""
+    out = {}
     for f in dataclasses.fields(obj):
         if not f.init:
             continue
@@ -97,8 +95,20 @@ def capture_dataclass(obj: Any) -> None:
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:
-            arguments[f.name] = _detached(value)
+            out[f.name] = value
             continue
-        if value is not default and value != default:
-            arguments[f.name] = _detached(value)
+        try:
+            same = value is default or bool(value == default)
+        except Exception:  # e.g. tensors compare elementwise
+            same = False
+        if not same:
+            out[f.name] = value
+    return out
+
+
+def capture_dataclass(obj: Any) -> None:
+    """Record a dataclass's init fields that differ from their defaults (call in __post_init__)."""
+    if IO_ATTR in obj.__dict__:
+        return
+    arguments = {name: _detached(value) for name, value in changed_fields(obj).items()}
     object.__setattr__(obj, IO_ATTR, Captured(type(obj), arguments))

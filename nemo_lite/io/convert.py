@@ -27,7 +27,7 @@ from typing import Any
 import fiddle as fdl
 from fiddle._src.experimental import serialization
 
-from nemo_lite.io.capture import Captured, captured
+from nemo_lite.io.capture import Captured, captured, changed_fields
 from nemo_lite.io.errors import ContextError
 
 log = logging.getLogger("nemo_lite.io")
@@ -105,7 +105,7 @@ class Converter:
         if isinstance(record, Captured) and not isinstance(value, type):
             return self._config(record.target, record.arguments, path)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return self._config(type(value), _changed_fields(value), path)
+            return self._config(type(value), changed_fields(value), path)
         if isinstance(value, functools.partial):
             return self._partial(value, path)
         if isinstance(value, pathlib.PurePath):
@@ -189,29 +189,6 @@ class Converter:
             path, f"{type(value).__module__}.{type(value).__qualname__} records no constructor "
             "arguments",
         )
-
-
-def _changed_fields(obj: Any) -> dict[str, Any]:
-    """A plain dataclass's init fields whose values differ from their defaults."""
-    out = {}
-    for f in dataclasses.fields(obj):
-        if not f.init:
-            continue
-        value = getattr(obj, f.name)
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            out[f.name] = value
-            continue
-        try:
-            same = value is default or bool(value == default)
-        except Exception:  # e.g. tensors compare elementwise
-            same = False
-        if not same:
-            out[f.name] = value
-    return out
 
 
 def _qualname(value: Any) -> str | None:
