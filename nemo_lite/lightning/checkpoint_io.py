@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,19 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
-WEIGHTS_DIR = "weights"
-CONTEXT_DIR = "context"
-MANIFEST = "nemo_lite.json"
-INCOMPLETE_SUFFIX = ".incomplete"
-FORMAT = "nemo_lite/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: the message names the path, the problem and the fix."""
+from nemo_lite.lightning.checkpoint_dir import (  # noqa: F401 - re-exported
+    CONTEXT_DIR,
+    FORMAT,
+    INCOMPLETE_SUFFIX,
+    MANIFEST,
+    WEIGHTS_DIR,
+    CheckpointError,
+    file_table,
+    find_latest_checkpoint,
+    fsync_tree,
+    is_complete_checkpoint,
+    read_manifest,
+)
 
 
 def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
@@ -75,59 +78,6 @@ def _broadcast_object(obj: Any) -> Any:
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def _file_table(root: Path, checksums: bool) -> dict[str, dict[str, int]]:
-    table = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        entry = {"bytes": path.stat().st_size}
-        if checksums:
-            crc = 0
-            with path.open("rb") as f:
-                while block := f.read(1 << 22):
-                    crc = zlib.crc32(block, crc)
-            entry["crc32"] = crc
-        table[str(path.relative_to(root))] = entry
-    return table
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as f:
-                os.fsync(f.fileno())
-
-
-def read_manifest(path: str | Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(path) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def is_complete_checkpoint(path: Path) -> bool:
-    return (
-        path.is_dir()
-        and not path.name.endswith(INCOMPLETE_SUFFIX)
-        and read_manifest(path) is not None
-    )
-
-
-def find_latest_checkpoint(directory: str | Path) -> Path | None:
-    """The complete checkpoint with the highest step under `directory` (links not followed)."""
-    root = Path(directory)
-    if not root.is_dir():
-        return None
-    best: tuple[int, float, str] | None = None
-    found = None
-    for child in root.iterdir():
-        if child.is_symlink() or not is_complete_checkpoint(child):
-            continue
-        manifest = read_manifest(child) or {}
-        key = (int(manifest.get("step", -1)), float(manifest.get("saved_at", 0.0)), child.name)
-        if best is None or key > best:
-            best, found = key, child
-    return found
 
 
 @contextlib.contextmanager
@@ -247,8 +197,8 @@ class MegatronCheckpointIO(CheckpointIO):
 
     def _commit(self, tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
         manifest.update(format=FORMAT, saved_at=time.time(),
-                        files=_file_table(tmp / WEIGHTS_DIR, self.verify_checksums))
-        _fsync_tree(tmp)
+                        files=file_table(tmp / WEIGHTS_DIR, self.verify_checksums))
+        fsync_tree(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         with (tmp / MANIFEST).open("rb") as f:
             os.fsync(f.fileno())
@@ -305,7 +255,7 @@ class MegatronCheckpointIO(CheckpointIO):
                         f"wrote {entry['bytes']} (truncated or corrupt). Use an earlier "
                         "checkpoint or copy this one again."), None
         if self.verify_checksums:
-            found = _file_table(weights, checksums=True)  # one pass over the files
+            found = file_table(weights, checksums=True)  # one pass over the files
             for name, entry in expected.items():
                 if "crc32" in entry and found[name].get("crc32") != entry["crc32"]:
                     return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} fails its CRC32 check "

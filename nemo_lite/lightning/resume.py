@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.checkpoint_io import (
+from nemo_lite.lightning.checkpoint_dir import (
     INCOMPLETE_SUFFIX,
     CheckpointError,
     find_latest_checkpoint,

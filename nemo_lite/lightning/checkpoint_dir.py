@@ -1,0 +1,76 @@
+"""A checkpoint directory on disk: its layout, its manifest, and which one is the newest.
+
+Pure filesystem code (no torch, no process group), shared by the checkpoint IO, AutoResume
+and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_DIR = "weights"
+CONTEXT_DIR = "context"
+MANIFEST = "nemo_lite.json"
+INCOMPLETE_SUFFIX = ".incomplete"
+FORMAT = "nemo_lite/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the path, the problem and the fix."""
+
+
+def file_table(root: Path, checksums: bool) -> dict[str, dict[str, int]]:
+    table = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        entry = {"bytes": path.stat().st_size}
+        if checksums:
+            crc = 0
+            with path.open("rb") as f:
+                while block := f.read(1 << 22):
+                    crc = zlib.crc32(block, crc)
+            entry["crc32"] = crc
+        table[str(path.relative_to(root))] = entry
+    return table
+
+
+def fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+
+
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    return (
+        path.is_dir()
+        and not path.name.endswith(INCOMPLETE_SUFFIX)
+        and read_manifest(path) is not None
+    )
+
+
+def find_latest_checkpoint(directory: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step under `directory` (links not followed)."""
+    root = Path(directory)
+    if not root.is_dir():
+        return None
+    best: tuple[int, float, str] | None = None
+    found = None
+    for child in root.iterdir():
+        if child.is_symlink() or not is_complete_checkpoint(child):
+            continue
+        manifest = read_manifest(child) or {}
+        key = (int(manifest.get("step", -1)), float(manifest.get("saved_at", 0.0)), child.name)
+        if best is None or key > best:
+            best, found = key, child
+    return found
