@@ -1,9 +1,13 @@
 """nemo_lite.llm: GPT-family models, their steps and loss, and data modules.
 
-Names load on first use (megatron-core and Lightning are heavy imports).
+Names load on first use (megatron-core and Lightning are heavy imports). Recipe modules from
+the `recipes` package resolve here too, as in NeMo: `llm.llama3_8b.pretrain_recipe()`.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from nemo_lite._lazy import lazy_exports
 
@@ -11,7 +15,16 @@ _EXPORTS = {
     "GPTConfig": "nemo_lite.llm.gpt.config",
     "LlamaConfig": "nemo_lite.llm.gpt.config",
     "MixtralConfig": "nemo_lite.llm.gpt.config",
+    "GPTConfig126M": "nemo_lite.llm.gpt.gpt3",
+    "Llama3Config": "nemo_lite.llm.gpt.llama",
+    "Llama3Config8B": "nemo_lite.llm.gpt.llama",
+    "Llama3Config70B": "nemo_lite.llm.gpt.llama",
+    "MixtralConfig8x7B": "nemo_lite.llm.gpt.mixtral",
     "GPTModel": "nemo_lite.llm.gpt.model",
+    "LlamaModel": "nemo_lite.llm.gpt.model_families",
+    "MixtralModel": "nemo_lite.llm.gpt.model_families",
+    "count_parameters": "nemo_lite.llm.gpt.params",
+    "parameter_breakdown": "nemo_lite.llm.gpt.params",
     "gpt_data_step": "nemo_lite.llm.gpt.steps",
     "gpt_forward_step": "nemo_lite.llm.gpt.steps",
     "MaskedTokenLossReduction": "nemo_lite.llm.loss",
@@ -24,4 +37,26 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_export, _export_names = lazy_exports(__name__, _EXPORTS)
+
+
+def _recipe_names() -> tuple[str, ...]:
+    try:
+        import recipes
+    except ImportError:  # nemo_lite without the recipes package
+        return ()
+    return tuple(recipes.list_recipes())
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return _export(name)
+    if not name.startswith("_") and name in _recipe_names():
+        module = importlib.import_module(f"recipes.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*_export_names(), *_recipe_names()})
