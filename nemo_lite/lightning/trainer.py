@@ -11,6 +11,7 @@ process with one clear error.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning.pytorch as pl
@@ -48,3 +49,8 @@ class Trainer(pl.Trainer, IOMixin):
             self._validate_layout(model, data if isinstance(data, pl.LightningDataModule) else None)
         return super().validate(model, dataloaders, ckpt_path, verbose, datamodule,
                                 weights_only=weights_only)
+
+
+# Lightning's arguments, visible to Fiddle and NeMo-Run (`trainer.max_steps=20` on the command
+# line is parsed by the type of Trainer's `max_steps`); __init__ passes them all through.
+Trainer.__init__.__signature__ = inspect.signature(pl.Trainer.__init__)  # type: ignore[attr-defined]

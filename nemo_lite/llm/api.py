@@ -4,7 +4,6 @@ NeMo 2.0's signatures, so its scripts port by changing imports. Each wires the r
 (NeMoLogger), picks what to resume (AutoResume) and calls Lightning.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Any

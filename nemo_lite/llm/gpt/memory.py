@@ -1,0 +1,107 @@
+"""Per-rank memory of a GPT-family run, estimated from shapes before anything is launched.
+
+An estimate for planning (does this layout fit?), not a measurement: it counts the bytes
+megatron allocates per parameter on the most loaded rank (the first pipeline stage, which also
+holds the embedding) and the activations 1F1B keeps in flight there, from the formulas of
+Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models" (2022).
+Framework buffers, fragmentation and the CUDA context are not included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from nemo_lite.llm.gpt.params import parameter_breakdown
+
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parameters_per_rank: int
+    weights: float  # bytes, on the most loaded rank
+    gradients: float
+    optimizer: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    def lines(self) -> list[str]:
+        def gib(x: float) -> str:
+            return f"{x / GiB:8.2f} GiB" if x >= GiB / 10 else f"{x / 1024**2:8.2f} MiB"
+
+        count = self.parameters_per_rank
+        shown = f"{count / 1e9:.3f} B" if count >= 1e8 else f"{count / 1e6:.3f} M"
+        return [
+            f"parameters on the most loaded rank: {shown}",
+            f"  weights      {gib(self.weights)}",
+            f"  gradients    {gib(self.gradients)}",
+            f"  optimizer    {gib(self.optimizer)}",
+            f"  activations  {gib(self.activations)}",
+            f"  total        {gib(self.total)}  (estimate; excludes framework buffers)",
+        ]
+
+
+def estimate_memory(
+    config: Any,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    cp: int = 1,
+    ep: int = 1,
+    etp: int | None = None,
+    dp: int = 1,
+    vpp: int | None = None,
+    sequence_parallel: bool = False,
+    precision: str = "bf16-mixed",
+    distributed_optimizer: bool = False,
+    micro_batch_size: int = 1,
+    seq_length: int | None = None,
+    num_microbatches: int = 1,
+    vocab_size: int | None = None,
+    flash_attention: bool = True,
+    grad_reduce_in_fp32: bool = True,
+) -> MemoryEstimate:
+    """Bytes per rank for weights, gradients, Adam state and activations (see module doc).
+
+    flash_attention: transformer-engine's fused attention (GPU runs) keeps no attention-score
+    matrix; megatron's local attention (CPU runs) does.
+    """
+    etp = etp or tp
+    parts = parameter_breakdown(config, vocab_size)
+    router = config.num_layers * config.hidden_size * (config.num_moe_experts or 0)
+    experts = parts["mlp"] - router if config.num_moe_experts else 0
+    layer_params = parts["attention"] + parts["mlp"] + parts["norms"] - experts
+    stage_layers = math.ceil(config.num_layers / pp)
+    dense = (layer_params * stage_layers / config.num_layers
+             + parts["embedding"] + parts["position_embedding"]
+             + (parts["output_layer"] if pp == 1 else 0)) / tp
+    expert = experts * stage_layers / config.num_layers / (ep * etp)
+    params = int(dense + expert)
+
+    half = precision != "32"
+    weight_bytes = 2 if half else 4
+    grad_bytes = 4 if (grad_reduce_in_fp32 or not half) else 2  # megatron's main-grad buffer
+    # Adam: fp32 main params (mixed precision only) + exp_avg + exp_avg_sq
+    optim_bytes = (4 if half else 0) + 8
+    if distributed_optimizer:
+        optim_bytes /= dp
+
+    seq = (seq_length or config.seq_length) / cp
+    h, a = config.hidden_size, config.num_attention_heads
+    act_bytes = 2 if half else 4
+    # 34 sbh: the layer's stored inputs (split by TP only under sequence parallelism);
+    # 5 a s^2 b / t: attention scores and softmax, which flash attention never stores
+    scores = 0 if flash_attention else 5 * a * seq / (h * tp)
+    per_layer = seq * micro_batch_size * h * (34 / (tp if sequence_parallel else 1) + scores)
+    per_layer *= act_bytes / 2  # the paper's formula is for 16-bit activations
+    in_flight = min(pp, num_microbatches)  # 1F1B: the first stage holds up to PP micro-batches
+    if vpp:
+        in_flight = min(num_microbatches, pp + (pp - 1) / vpp)  # interleaved schedule's extra warm-up
+    activations = per_layer * stage_layers * in_flight
+    return MemoryEstimate(params, params * weight_bytes, params * grad_bytes,
+                          params * optim_bytes, activations)
