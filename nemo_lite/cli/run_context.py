@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import warnings
 from typing import Any
 
 import typer
@@ -38,9 +39,47 @@ def check_factory(factory: Any) -> None:
         get_recipe(name)  # raises ValueError with suggestions
 
 
-def one_line(error: BaseException) -> str:
+def _target_params(config: Any) -> list[str]:
+    import inspect
+
+    import fiddle as fdl
+
+    target = fdl.get_callable(config) if isinstance(config, fdl.Buildable) else None
+    if target is None:
+        return []
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [n for n, p in inspect.signature(target).parameters.items()
+            if n != "self" and p.kind not in skip]
+
+
+def explain(error: BaseException, factory: Any = None, entry: str = "pretrain") -> str:
+    """NeMo-Run's parse errors, said in one line: which key, what is wrong, what is valid."""
+    import difflib
+
     text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if not isinstance(error, ValueError) else text
+    key = re.search(r"'key': '([^']+)'", text)
+    value = re.search(r"'value': '([^']*)'", text)
+    unknown = re.search(r"No parameter named '([^']+)'", text)
+    if key and unknown:
+        parent_path = key[1].rsplit(".", 1)[0] if "." in key[1] else ""
+        valid: list[str] = []
+        name = _factory_name(factory)
+        if name:
+            from recipes import get_recipe
+
+            node = get_recipe(name, "finetune" if entry == "finetune" else "pretrain")()
+            for part in filter(None, parent_path.split(".")):
+                node = getattr(node, part, None)
+            valid = _target_params(node)
+        close = difflib.get_close_matches(unknown[1], valid, n=2)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        listed = f" Valid keys under '{parent_path or 'the task'}': {', '.join(valid)}." if valid else ""
+        return f"unknown override key '{key[1]}'.{hint}{listed}"
+    expected = re.search(r"as <class '(\w+)'>", text) or re.search(r"Failed to parse '[^']*' as (\w+)", text)
+    if key and value and "Failed to parse" in text:
+        kind = expected[1] if expected else "the expected type"
+        return f"bad value for '{key[1]}': '{value[1]}' is not a valid {kind}."
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
 
 
 class LiteRunContext(RunContext):
@@ -62,9 +101,12 @@ class LiteRunContext(RunContext):
 
     def cli_execute(self, fn: Any, args: list[str], entrypoint_type: str = "task") -> Any:
         try:
-            return super().cli_execute(fn, args, entrypoint_type)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex)")
+                return super().cli_execute(fn, args, entrypoint_type)
         except (typer.Exit, KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # noqa: BLE001 - every bad input ends in one clear line
-            print(f"error: {one_line(error)}", file=sys.stderr)
+            print(f"error: {explain(error, self.factory, getattr(fn, '__name__', ''))}",
+                  file=sys.stderr)
             raise SystemExit(EXIT_BAD_INPUT) from None  # NeMo-Run turns other exits into 1

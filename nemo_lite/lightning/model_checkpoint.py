@@ -7,8 +7,6 @@ MegatronStrategy on every rank; names carry the step and consumed samples
 link to the newest one; training always ends with a checkpoint of its final step.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint

@@ -11,8 +11,6 @@ With `resume_if_exists` the version sub-directory is left out, so restarting the
 finds the same directory and its checkpoints.
 """
 
-from __future__ import annotations
-
 import logging
 import os
 import sys

@@ -6,8 +6,6 @@ scaling, gradient clipping from `config.clip_grad`); the schedule is megatron's
 OptimizerParamScheduler, stepped once per optimizer step.
 """
 
-from __future__ import annotations
-
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -77,7 +75,7 @@ class MegatronOptimizerModule(IOMixin):
         self.scale_lr_cond = scale_lr_cond
         self.lr_mult = lr_mult
 
-    def build(self, chunks: Sequence[torch.nn.Module], max_steps: int | None) -> MegatronOptimizer:
+    def build(self, chunks: Sequence[torch.nn.Module], max_steps: int | None) -> "MegatronOptimizer":
         from megatron.core.optimizer import get_megatron_optimizer
 
         if self.lr_scheduler is not None and self.config.min_lr is None:

@@ -5,8 +5,6 @@ optimizer, a dynamic loss scaler for fp16), so this plugin only writes the match
 Lightning's autocast and gradient scaler are not used.
 """
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 import torch

@@ -1,7 +1,5 @@
 """Starting a run from a checkpoint: resume it (AutoResume) or take its weights only (RestoreConfig)."""
 
-from __future__ import annotations
-
 import logging
 import shutil
 from dataclasses import dataclass

@@ -11,8 +11,6 @@ What it adds to Lightning's DDPStrategy (which launches processes and owns the w
 The layout is validated before any group or model is built.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import logging
 from collections.abc import Iterator

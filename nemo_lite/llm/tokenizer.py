@@ -4,8 +4,6 @@
 what mock data and quick runs use, and the fallback when no trained tokenizer is given.
 """
 
-from __future__ import annotations
-
 from nemo_lite.io.capture import IOMixin
 
 

@@ -5,8 +5,6 @@ a generator seeded by i), so a model can learn it and the loss falls, unlike uni
 No data is stored: any number of samples costs nothing, and sample i is the same everywhere.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import lightning.pytorch as pl

@@ -4,8 +4,6 @@ A config is plain data until `configure_model()` runs, which happens inside the 
 after the process groups exist, once per virtual-pipeline stage.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal

@@ -6,8 +6,6 @@ tied input/output embedding) it has 125.2e6 parameters (125.3e6 with the vocabul
 50304, as megatron pads it for TP=1). GPT-2 small itself has 1024 positions: 124.4e6.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 from nemo_lite.llm.gpt.config import GPTConfig

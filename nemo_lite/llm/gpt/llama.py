@@ -5,8 +5,6 @@ the strategy. `vocab_size` is set to the released tokenizer's size so the model 
 published shape whatever tokenizer the data module carries (mock data's byte ids fit in it).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 from nemo_lite.llm.gpt.config import LlamaConfig

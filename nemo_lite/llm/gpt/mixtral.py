@@ -4,8 +4,6 @@ A dataclass: constructing it builds nothing. `seq_length` is 4096 as in NeMo's M
 (the release supports 32K positions; RoPE has no per-position weights, so only memory limits it).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 from nemo_lite.llm.gpt.config import MixtralConfig

@@ -6,8 +6,6 @@ module, the tokenizer, and the three steps Megatron's schedule runs per micro-ba
 subclass or set on an instance; the strategy looks them up here.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from typing import Any
 
