@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Set everything up, then pretrain a tiny GPT on CPU with tensor parallelism over 2 ranks.
+# Set everything up, then pretrain the tiny_gpt recipe on CPU: TP=2 over 2 ranks, 20 steps,
+# one line per step, checkpoints and TensorBoard events under runs/tiny_gpt/<date>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python examples/pretrain_tiny.py "$@"
+export PATH="$PWD/.venv/bin:$PATH"
+exec nemo llm pretrain --factory tiny_gpt trainer.max_steps=20 \
+  log.log_dir=runs log.name=tiny_gpt resume.resume_if_exists=False -y "$@"

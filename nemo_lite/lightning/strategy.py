@@ -99,6 +99,8 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             expert_tensor_parallel_size=expert_tensor_parallel_size,
         )
         self.layout.validate_sizes()
+        self.replace_progress_bar = replace_progress_bar
+        self.progress_interval = progress_interval
         self.microbatch_group_size_per_vp_stage = microbatch_group_size_per_vp_stage
         self.ddp_config = ddp
         self.pipeline_dtype = pipeline_dtype
@@ -269,6 +271,8 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             )
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._count_eval_limits_in_global_batches(trainer)
+        if self.replace_progress_bar:
+            self._use_printed_progress(trainer)
         chunks = [chunk.to(self.root_device) for chunk in module.module]
         config = module.config
         if self.precision_plugin.is_half:
@@ -286,6 +290,17 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             self.precision_plugin.configure_optimizer(module.optim.config)
             self.setup_optimizers(trainer)
             self._connect_optimizer_to_schedule(config)
+
+    def _use_printed_progress(self, trainer: Any) -> None:
+        """Lightning's default bar (TQDM or Rich) -> one printed line per `progress_interval`
+        steps; a progress bar of the user's own stays."""
+        from lightning.pytorch.callbacks.progress import RichProgressBar, TQDMProgressBar
+
+        from nemo_lite.lightning.progress import MegatronProgressPrinter
+
+        for i, callback in enumerate(trainer.callbacks):
+            if type(callback) in (TQDMProgressBar, RichProgressBar):
+                trainer.callbacks[i] = MegatronProgressPrinter(self.progress_interval)
 
     def _count_eval_limits_in_global_batches(self, trainer: Any) -> None:
         """`limit_val_batches=N` means N validation steps (global batches); Lightning counts
