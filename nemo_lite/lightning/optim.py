@@ -9,7 +9,7 @@ OptimizerParamScheduler, stepped once per optimizer step.
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -20,7 +20,7 @@ from nemo_lite.io.capture import IOMixin
 class CosineAnnealingScheduler:
     """Linear warmup, optional constant hold, then cosine decay to `min_lr` at `max_steps`."""
 
-    max_steps: int | None = None
+    max_steps: Optional[int] = None
     warmup_steps: int = 0
     constant_steps: int = 0
     min_lr: float = 0.0
@@ -60,9 +60,9 @@ class MegatronOptimizerModule(IOMixin):
     def __init__(
         self,
         config: Any = None,
-        lr_scheduler: CosineAnnealingScheduler | None = None,
-        no_weight_decay_cond: Callable | None = None,
-        scale_lr_cond: Callable | None = None,
+        lr_scheduler: Optional[CosineAnnealingScheduler] = None,
+        no_weight_decay_cond: Optional[Callable] = None,
+        scale_lr_cond: Optional[Callable] = None,
         lr_mult: float = 1.0,
     ) -> None:
         if config is None:

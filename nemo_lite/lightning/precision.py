@@ -5,7 +5,7 @@ optimizer, a dynamic loss scaler for fp16), so this plugin only writes the match
 Lightning's autocast and gradient scaler are not used.
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import torch
 from lightning.pytorch.plugins.precision import Precision
@@ -21,13 +21,13 @@ class MegatronMixedPrecision(Precision, IOMixin):
     def __init__(
         self,
         precision: Setting = "bf16-mixed",
-        params_dtype: torch.dtype | None = None,
-        pipeline_dtype: torch.dtype | None = None,
+        params_dtype: Optional[torch.dtype] = None,
+        pipeline_dtype: Optional[torch.dtype] = None,
         autocast_enabled: bool = False,
         grad_reduce_in_fp32: bool = True,
-        fp8: str | None = None,
-        fp8_recipe: str | None = None,
-        fp16_loss_scale: float | None = None,
+        fp8: Optional[str] = None,
+        fp8_recipe: Optional[str] = None,
+        fp16_loss_scale: Optional[float] = None,
         fp16_initial_loss_scale: float = 2.0**32,
         fp16_min_loss_scale: float = 1.0,
         fp16_loss_scale_window: int = 1000,

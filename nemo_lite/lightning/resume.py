@@ -4,7 +4,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.checkpoint_dir import (
@@ -39,9 +39,9 @@ class AutoResume(IOMixin):
 
     def __init__(
         self,
-        restore_config: RestoreConfig | None = None,
-        resume_from_directory: str | None = None,
-        resume_from_path: str | None = None,
+        restore_config: Optional[RestoreConfig] = None,
+        resume_from_directory: Optional[str] = None,
+        resume_from_path: Optional[str] = None,
         resume_if_exists: bool = False,
         resume_past_end: bool = False,
         resume_ignore_no_checkpoint: bool = False,

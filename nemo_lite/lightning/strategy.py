@@ -15,7 +15,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, Optional, Union
 
 import torch
 from lightning.pytorch.plugins.precision import Precision
@@ -44,32 +44,32 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         self,
         tensor_model_parallel_size: int = 1,
         pipeline_model_parallel_size: int = 1,
-        virtual_pipeline_model_parallel_size: int | None = None,
-        microbatch_group_size_per_vp_stage: int | None = None,
+        virtual_pipeline_model_parallel_size: Optional[int] = None,
+        microbatch_group_size_per_vp_stage: Optional[int] = None,
         context_parallel_size: int = 1,
         sequence_parallel: bool = False,
         expert_model_parallel_size: int = 1,
-        expert_tensor_parallel_size: int | None = None,
-        parallel_devices: list[torch.device] | None = None,
+        expert_tensor_parallel_size: Optional[int] = None,
+        parallel_devices: Optional[list[torch.device]] = None,
         cluster_environment: Any = None,
         checkpoint_io: Any = None,
         find_unused_parameters: bool = False,
         ckpt_load_optimizer: bool = True,
         ckpt_save_optimizer: bool = True,
-        ddp: str | Any = "megatron",
+        ddp: Union[str, Any] = "megatron",
         lazy_init: bool = False,
-        pipeline_dtype: torch.dtype | None = None,
+        pipeline_dtype: Optional[torch.dtype] = None,
         use_te_rng_tracker: bool = False,
         save_ckpt_format: str = "torch_dist",
         ckpt_async_save: bool = False,
-        ckpt_torch_dist_multiproc: int | None = None,
+        ckpt_torch_dist_multiproc: Optional[int] = None,
         ckpt_assume_constant_structure: bool = False,
         ckpt_parallel_save: bool = True,
         ckpt_parallel_save_within_dp: bool = False,
         ckpt_parallel_load: bool = False,
         ckpt_parallel_save_optim: bool = True,
         ckpt_load_directly_on_device: bool = True,
-        ckpt_load_strictness: str | None = None,
+        ckpt_load_strictness: Optional[str] = None,
         ckpt_optim_fully_reshardable: bool = False,
         ckpt_verify_checksums: bool = True,
         setup_optimizers: bool = True,
@@ -78,7 +78,7 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         progress_interval: int = 1,
         restore_config: Any = None,
         seed: int = 1234,
-        timeout: timedelta | None = timedelta(minutes=30),
+        timeout: Optional[timedelta] = timedelta(minutes=30),
         **kwargs: Any,
     ) -> None:
         super().__init__(

@@ -5,7 +5,7 @@ a generator seeded by i), so a model can learn it and the loss falls, unlike uni
 No data is stored: any number of samples costs nothing, and sample i is the same everywhere.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -51,7 +51,7 @@ class MockDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         tokenizer: Any = None,
         micro_batch_size: int = 4,
         global_batch_size: int = 8,
-        rampup_batch_size: list[int] | None = None,
+        rampup_batch_size: Optional[list[int]] = None,
         num_train_samples: int = 10_000_000,
         num_val_samples: int = 10_000,
         num_test_samples: int = 10_000,

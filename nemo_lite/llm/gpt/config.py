@@ -6,7 +6,7 @@ after the process groups exist, once per virtual-pipeline stage.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import torch
 from megatron.core.transformer import TransformerConfig
@@ -24,7 +24,7 @@ class GPTConfig(TransformerConfig):
     hidden_size: int = 64
     num_attention_heads: int = 4
     seq_length: int = 1024
-    vocab_size: int | None = None
+    vocab_size: Optional[int] = None
     make_vocab_size_divisible_by: int = 128
     fp16_lm_cross_entropy: bool = False
     parallel_output: bool = True
@@ -32,7 +32,7 @@ class GPTConfig(TransformerConfig):
     position_embedding_type: Literal["learned_absolute", "rope", "none"] = "learned_absolute"
     rotary_base: int = 10000
     rotary_percent: float = 1.0
-    seq_len_interpolation_factor: float | None = None
+    seq_len_interpolation_factor: Optional[float] = None
     attention_softmax_in_fp32: bool = False
     masked_softmax_fusion: bool = False
     bias_activation_fusion: bool = False
@@ -109,7 +109,7 @@ class LlamaConfig(GPTConfig):
 class MixtralConfig(LlamaConfig):
     """Mixtral-style sparse MoE decoder: top-2 routing over `num_moe_experts` SwiGLU experts."""
 
-    num_moe_experts: int | None = 8
+    num_moe_experts: Optional[int] = 8
     moe_router_topk: int = 2
     moe_router_load_balancing_type: str = "aux_loss"
     moe_aux_loss_coeff: float = 1e-2

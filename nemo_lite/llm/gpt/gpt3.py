@@ -7,6 +7,7 @@ tied input/output embedding) it has 125.2e6 parameters (125.3e6 with the vocabul
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from nemo_lite.llm.gpt.config import GPTConfig
 
@@ -20,4 +21,4 @@ class GPTConfig126M(GPTConfig):
     ffn_hidden_size: int = 3072
     num_attention_heads: int = 12
     seq_length: int = 2048
-    vocab_size: int | None = 50_257
+    vocab_size: Optional[int] = 50_257

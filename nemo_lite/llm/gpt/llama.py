@@ -6,6 +6,7 @@ published shape whatever tokenizer the data module carries (mock data's byte ids
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from nemo_lite.llm.gpt.config import LlamaConfig
 
@@ -15,7 +16,7 @@ class Llama3Config(LlamaConfig):
     """What every Llama 3 size shares: 128K-token tiktoken vocabulary, 8 KV groups, RoPE base 5e5."""
 
     num_query_groups: int = 8
-    vocab_size: int | None = 128_256
+    vocab_size: Optional[int] = 128_256
     seq_length: int = 8192
     rotary_base: int = 500_000
     init_method_std: float = 0.01

@@ -5,6 +5,7 @@ A dataclass: constructing it builds nothing. `seq_length` is 4096 as in NeMo's M
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from nemo_lite.llm.gpt.config import MixtralConfig
 
@@ -18,9 +19,9 @@ class MixtralConfig8x7B(MixtralConfig):
     ffn_hidden_size: int = 14_336
     num_attention_heads: int = 32
     num_query_groups: int = 8
-    vocab_size: int | None = 32_000
+    vocab_size: Optional[int] = 32_000
     seq_length: int = 4096
-    num_moe_experts: int | None = 8
+    num_moe_experts: Optional[int] = 8
     moe_router_topk: int = 2
     rotary_base: int = 1_000_000
     layernorm_epsilon: float = 1e-5

@@ -7,7 +7,7 @@ subclass or set on an instance; the strategy looks them up here.
 """
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -22,7 +22,7 @@ class GPTModel(pl.LightningModule, IOMixin):
     def __init__(
         self,
         config: GPTConfig,
-        optim: MegatronOptimizerModule | None = None,
+        optim: Optional[MegatronOptimizerModule] = None,
         tokenizer: Any = None,
         model_transform: Any = None,
     ) -> None:
