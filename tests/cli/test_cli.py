@@ -48,10 +48,11 @@ def test_dryrun_of_a_finetune_recipe(tmp_path):
 
 def test_to_yaml_exports_the_resolved_config(tmp_path):
     proc = cli("llm", "pretrain", "--factory", "tiny_gpt", "trainer.max_steps=7",
+               "log.log_dir=runs", "trainer.strategy.pipeline_dtype=None",
                "--to-yaml", str(tmp_path / "run.yaml"), "-y", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "run.yaml").read_text()
-    assert "max_steps: 7" in text and "MegatronStrategy" in text
+    assert "max_steps: 7" in text and "MegatronStrategy" in text and "log_dir: runs" in text
 
 
 BAD_INPUTS = {
