@@ -1,8 +1,6 @@
 """Data piece: synthetic tokens until real data modules arrive (the SFT / pretraining data
 modules come in a later issue). MockDataModule needs no files or network."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import nemo_run as run

@@ -6,7 +6,7 @@ batch 256 x 2048 tokens (0.5M), LR 6e-4 -> 6e-5, 300B tokens. The model also fit
 Target: 1 node x 8 bf16 GPUs (A100 / H100).
 """
 
-from __future__ import annotations
+from typing import Optional
 
 import nemo_run as run
 
@@ -33,7 +33,7 @@ def trainer(tp: int = 1, pp: int = 1, cp: int = 1, num_nodes: int = 1,
                         max_steps=max_steps, **kwargs)
 
 
-def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: int = 1,
+def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes: int = 1,
                     num_gpus_per_node: int = 8) -> run.Partial:
     """Pretrain GPT-3 Small: 572K steps of 256 x 2048 tokens (300B), warmup 715 steps."""
     return run.Partial(
@@ -47,8 +47,8 @@ def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: in
     )
 
 
-def finetune_recipe(name: str = "finetune", dir: str | None = None, num_nodes: int = 1,
-                    num_gpus_per_node: int = 8, checkpoint: str | None = None) -> run.Partial:
+def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes: int = 1,
+                    num_gpus_per_node: int = 8, checkpoint: Optional[str] = None) -> run.Partial:
     """Full fine-tuning from the weights of `checkpoint`: LR 1e-5, 1000 steps of 128 x 2048.
 
     Data is MockDataModule for now: the SFT data module comes in a later issue. The model

@@ -7,7 +7,7 @@ Fine-tuning: TP8 x PP4 on 4 nodes (NeMo's full fine-tuning layout), LR 5e-6.
 Target: 4 nodes x 8 H100 80GB, bf16.
 """
 
-from __future__ import annotations
+from typing import Optional
 
 import nemo_run as run
 
@@ -25,14 +25,14 @@ def model() -> run.Config[llm.LlamaModel]:
     return run.Config(llm.LlamaModel, config=run.Config(llm.Llama3Config70B))
 
 
-def trainer(tp: int = 4, pp: int = 4, vpp: int | None = 5, cp: int = 2, sp: bool = True,
+def trainer(tp: int = 4, pp: int = 4, vpp: Optional[int] = 5, cp: int = 2, sp: bool = True,
             num_nodes: int = 4, num_gpus_per_node: int = 8, max_steps: int = 1_168_251,
             **kwargs) -> run.Config:
     return base_trainer(tp=tp, pp=pp, vpp=vpp, cp=cp, sp=sp, num_nodes=num_nodes,
                         devices=num_gpus_per_node, max_steps=max_steps, **kwargs)
 
 
-def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: int = 4,
+def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes: int = 4,
                     num_gpus_per_node: int = 8) -> run.Partial:
     """Pretrain Llama 3 70B from scratch (MockDataModule until pretraining data modules land)."""
     return run.Partial(
@@ -46,8 +46,8 @@ def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: in
     )
 
 
-def finetune_recipe(name: str = "finetune", dir: str | None = None, num_nodes: int = 4,
-                    num_gpus_per_node: int = 8, checkpoint: str | None = None) -> run.Partial:
+def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes: int = 4,
+                    num_gpus_per_node: int = 8, checkpoint: Optional[str] = None) -> run.Partial:
     """Full fine-tuning from the weights of `checkpoint`: TP8 x PP4 (+ SP), 1000 steps of
     128 x 2048 tokens, LR 5e-6.
 

@@ -6,7 +6,7 @@ Fine-tuning: TP2 (full fine-tuning, as NeMo), LR 5e-6.
 Target: 1 node x 8 H100 80GB (or A100 80GB), bf16.
 """
 
-from __future__ import annotations
+from typing import Optional
 
 import nemo_run as run
 
@@ -24,14 +24,14 @@ def model() -> run.Config[llm.LlamaModel]:
     return run.Config(llm.LlamaModel, config=run.Config(llm.Llama3Config8B))
 
 
-def trainer(tp: int = 1, pp: int = 1, vpp: int | None = None, cp: int = 2, sp: bool = False,
+def trainer(tp: int = 1, pp: int = 1, vpp: Optional[int] = None, cp: int = 2, sp: bool = False,
             num_nodes: int = 1, num_gpus_per_node: int = 8, max_steps: int = 1_168_251,
             **kwargs) -> run.Config:
     return base_trainer(tp=tp, pp=pp, vpp=vpp, cp=cp, sp=sp, num_nodes=num_nodes,
                         devices=num_gpus_per_node, max_steps=max_steps, **kwargs)
 
 
-def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: int = 1,
+def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes: int = 1,
                     num_gpus_per_node: int = 8) -> run.Partial:
     """Pretrain Llama 3 8B from scratch (MockDataModule until pretraining data modules land)."""
     return run.Partial(
@@ -45,8 +45,8 @@ def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: in
     )
 
 
-def finetune_recipe(name: str = "finetune", dir: str | None = None, num_nodes: int = 1,
-                    num_gpus_per_node: int = 8, checkpoint: str | None = None) -> run.Partial:
+def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes: int = 1,
+                    num_gpus_per_node: int = 8, checkpoint: Optional[str] = None) -> run.Partial:
     """Full fine-tuning from the weights of `checkpoint` (a nemo_lite checkpoint directory):
     TP2, 1000 steps of 128 x 2048 tokens, LR 5e-6.
 

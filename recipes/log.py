@@ -1,13 +1,13 @@
 """Run directory and restart pieces: where a run writes, when it checkpoints, what it resumes."""
 
-from __future__ import annotations
+from typing import Optional
 
 import nemo_run as run
 
 from nemo_lite import lightning as nl
 
 
-def log(name: str = "default", dir: str | None = None, every_n_train_steps: int | None = 200,
+def log(name: str = "default", dir: Optional[str] = None, every_n_train_steps: Optional[int] = 200,
         save_top_k: int = 2, tensorboard: bool = True) -> run.Config[nl.NeMoLogger]:
     """NeMoLogger writing to `<dir>/<name>/` (dir defaults to $NEMO_LITE_LOG_DIR or
     ./nemo_experiments), keeping the last `save_top_k` checkpoints, one every
@@ -24,7 +24,7 @@ def resume() -> run.Config[nl.AutoResume]:
     return run.Config(nl.AutoResume, resume_if_exists=True, resume_ignore_no_checkpoint=True)
 
 
-def restore(path: str | None = None) -> run.Config[nl.AutoResume]:
+def restore(path: Optional[str] = None) -> run.Config[nl.AutoResume]:
     """Fine-tuning start: the weights of checkpoint `path` (no optimizer or step), unless the
     run already has checkpoints of its own, which it then resumes (as `resume()`).
 

@@ -7,7 +7,7 @@ Fine-tuning: PP4 x EP8 on 4 nodes (32 GPUs: each GPU holds one expert of 8 layer
 Target: 8 nodes x 8 H100 80GB, bf16.
 """
 
-from __future__ import annotations
+from typing import Optional
 
 import nemo_run as run
 
@@ -25,14 +25,14 @@ def model() -> run.Config[llm.MixtralModel]:
     return run.Config(llm.MixtralModel, config=run.Config(llm.MixtralConfig8x7B))
 
 
-def trainer(tp: int = 1, pp: int = 4, vpp: int | None = 8, cp: int = 1, sp: bool = False,
+def trainer(tp: int = 1, pp: int = 4, vpp: Optional[int] = 8, cp: int = 1, sp: bool = False,
             ep: int = 8, num_nodes: int = 8, num_gpus_per_node: int = 8,
             max_steps: int = 1_168_251, **kwargs) -> run.Config:
     return base_trainer(tp=tp, pp=pp, vpp=vpp, cp=cp, sp=sp, ep=ep, num_nodes=num_nodes,
                         devices=num_gpus_per_node, max_steps=max_steps, **kwargs)
 
 
-def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: int = 8,
+def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes: int = 8,
                     num_gpus_per_node: int = 8) -> run.Partial:
     """Pretrain Mixtral 8x7B from scratch (MockDataModule until pretraining data modules land)."""
     return run.Partial(
@@ -46,8 +46,8 @@ def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: in
     )
 
 
-def finetune_recipe(name: str = "finetune", dir: str | None = None, num_nodes: int = 4,
-                    num_gpus_per_node: int = 8, checkpoint: str | None = None) -> run.Partial:
+def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes: int = 4,
+                    num_gpus_per_node: int = 8, checkpoint: Optional[str] = None) -> run.Partial:
     """Full fine-tuning from the weights of `checkpoint`: PP4 x EP8, 1000 steps of
     128 x 2048 tokens, LR 5e-6.
 

@@ -5,7 +5,7 @@ bf16 / fp16 flags are left out of the OptimizerConfig on purpose: MegatronMixedP
 writes them from the trainer's precision, so the two cannot disagree.
 """
 
-from __future__ import annotations
+from typing import Optional
 
 import nemo_run as run
 
@@ -14,7 +14,7 @@ from nemo_lite import lightning as nl
 
 def optim(
     lr: float = 3e-4,
-    min_lr: float | None = None,
+    min_lr: Optional[float] = None,
     warmup_steps: int = 2000,
     constant_steps: int = 0,
     weight_decay: float = 0.1,
@@ -23,7 +23,7 @@ def optim(
     adam_eps: float = 1e-5,
     clip_grad: float = 1.0,
     distributed: bool = True,
-    max_steps: int | None = None,
+    max_steps: Optional[int] = None,
 ) -> run.Config[nl.MegatronOptimizerModule]:
     """Adam(W) + cosine decay to `min_lr` (default lr / 10) after `warmup_steps`.
 

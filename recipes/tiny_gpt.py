@@ -5,7 +5,7 @@ Same model, data and optimizer as examples/pretrain_tiny.py (loss falls from abo
 4.6 in 30 steps). Target: any CPU with 2 cores; fp32.
 """
 
-from __future__ import annotations
+from typing import Optional
 
 import nemo_run as run
 
@@ -39,7 +39,7 @@ def data() -> run.Config[llm.MockDataModule]:
     return mock_data(seq_length=64, global_batch_size=8, micro_batch_size=2)
 
 
-def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: int = 1,
+def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes: int = 1,
                     devices: int = 2) -> run.Partial:
     """Pretrain tiny_gpt from scratch on CPU; checkpoints every 10 steps under
     `<dir>/<name>/checkpoints`, and a rerun continues from the newest one."""
@@ -55,8 +55,8 @@ def pretrain_recipe(name: str = "default", dir: str | None = None, num_nodes: in
     )
 
 
-def finetune_recipe(name: str = "finetune", dir: str | None = None, num_nodes: int = 1,
-                    devices: int = 2, checkpoint: str | None = None) -> run.Partial:
+def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes: int = 1,
+                    devices: int = 2, checkpoint: Optional[str] = None) -> run.Partial:
     """Fine-tune tiny_gpt from the weights of `checkpoint` (e.g. a pretrain_recipe checkpoint
     directory), with a 10x smaller LR for 10 steps.
 

@@ -4,9 +4,7 @@ Each returns a `nemo_run.Config`, so a recipe is data until it runs and any fiel
 overridden first (`recipe.trainer.strategy.tensor_model_parallel_size = 2`).
 """
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, Optional
 
 import nemo_run as run
 
@@ -31,11 +29,11 @@ def gpu_ddp() -> run.Config:
 def strategy(
     tp: int = 1,
     pp: int = 1,
-    vpp: int | None = None,
+    vpp: Optional[int] = None,
     cp: int = 1,
     sp: bool = False,
     ep: int = 1,
-    etp: int | None = None,
+    etp: Optional[int] = None,
     ddp: str | run.Config = "megatron",
     **kwargs: Any,
 ) -> run.Config[nl.MegatronStrategy]:
@@ -69,7 +67,7 @@ _precision = precision  # `trainer` takes a `precision` argument of the same nam
 def trainer(
     tp: int = 1,
     pp: int = 1,
-    vpp: int | None = None,
+    vpp: Optional[int] = None,
     cp: int = 1,
     sp: bool = False,
     ep: int = 1,
@@ -78,11 +76,11 @@ def trainer(
     accelerator: str = "gpu",
     precision: str = "bf16-mixed",
     max_steps: int = 1_168_251,
-    val_check_interval: int | None = 2000,
+    val_check_interval: Optional[int] = 2000,
     limit_val_batches: int = 32,
     limit_test_batches: int = 50,
     log_every_n_steps: int = 10,
-    strategy_config: run.Config | None = None,
+    strategy_config: Optional[run.Config] = None,
     **kwargs: Any,
 ) -> run.Config[nl.Trainer]:
     """A Trainer config; the layout comes from `strategy_config` or else the parallel sizes.

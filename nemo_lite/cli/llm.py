@@ -8,9 +8,11 @@ when its factory is called, not when the CLI starts.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
+import fiddle as fdl
 import nemo_run as run
 
 from nemo_lite.cli.run_context import LiteRunContext
@@ -20,18 +22,33 @@ ENTRYPOINTS = {"pretrain": api.pretrain, "finetune": api.finetune, "validate": a
 RECIPE_KINDS = {"pretrain": "pretrain", "finetune": "finetune", "validate": "pretrain"}
 
 
-def _lazy_recipe(name: str, kind: str) -> Callable[..., Any]:
-    def factory(*args: Any, **kwargs: Any) -> run.Partial:
+class LazyRecipe:
+    """A recipe factory known by name; its module is imported only when it is called, or when
+    NeMo-Run reads its signature to parse `--factory "NAME(arg=value)"`."""
+
+    def __init__(self, name: str, kind: str, entrypoint: str) -> None:
+        self.name, self.kind, self.entrypoint = name, kind, entrypoint
+        self.__name__ = self.__qualname__ = name
+        self.__module__ = __name__
+        self.__doc__ = f"recipes.{name}.{kind}_recipe (imported when used)"
+        # NeMo-Run's help shows each factory's source line: point it at this class's code
+        # (inspect.signature stops earlier, at __signature__, so it still sees the recipe's)
+        self.__wrapped__ = LazyRecipe.__call__
+
+    def _recipe(self) -> Callable[..., run.Partial]:
         from recipes import get_recipe
 
-        recipe = get_recipe(name, kind)(*args, **kwargs)
-        if kind == "pretrain" and ENTRYPOINTS.get(factory.entrypoint) is api.validate:
-            recipe.__fn_or_cls__ = api.validate  # same pieces, validation only
-        return recipe
+        return get_recipe(self.name, self.kind)
 
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"recipes.{name}.{kind}_recipe (imported when used)"
-    return factory
+    @property
+    def __signature__(self) -> inspect.Signature:  # noqa: PLW3201 - read by inspect
+        return inspect.signature(self._recipe())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> run.Partial:
+        recipe = self._recipe()(*args, **kwargs)
+        if self.entrypoint == "validate":
+            fdl.update_callable(recipe, api.validate)  # the pretraining pieces, validation only
+        return recipe
 
 
 def register() -> None:
@@ -41,9 +58,7 @@ def register() -> None:
         if getattr(fn, "cli_entrypoint", None) is None:
             run.cli.entrypoint(namespace="llm", run_ctx_cls=LiteRunContext)(fn)
         for name in list_recipes():
-            factory = _lazy_recipe(name, RECIPE_KINDS[entry])
-            factory.entrypoint = entry
-            run.cli.factory(target=fn, name=name)(factory)
+            run.cli.factory(target=fn, name=name)(LazyRecipe(name, RECIPE_KINDS[entry], entry))
 
 
 register()

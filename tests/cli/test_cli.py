@@ -94,3 +94,10 @@ def test_tiny_gpt_trains_for_ten_steps_on_two_cpu_ranks(tmp_path):
     losses = [e.value for e in events.Scalars("reduced_train_loss")]
     assert len(losses) == 10 and losses[-1] < losses[0] - 0.1, losses
     assert (run_dir / "nemo_log_globalrank-1_localrank-1.txt").exists()  # two ranks ran
+
+
+def test_factory_arguments_and_the_validate_entrypoint(tmp_path):
+    proc = cli("llm", "validate", "--factory", "tiny_gpt(name='val', devices=2)", "--dryrun", "-y",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nemo_lite.llm.api:validate" in proc.stdout and "name='val'" in proc.stdout
