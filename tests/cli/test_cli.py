@@ -65,6 +65,8 @@ BAD_INPUTS = {
                           "world size 2 is not divisible by tensor (4)"),
     "batch math": (["--factory", "tiny_gpt", "data.global_batch_size=5"],
                    "global_batch_size"),
+    "executor world size": (["--factory", "tiny_gpt", "run.executor=local"],
+                            "the executor starts 1 processes"),
 }
 
 
@@ -101,3 +103,13 @@ def test_factory_arguments_and_the_validate_entrypoint(tmp_path):
                cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "nemo_lite.llm.api:validate" in proc.stdout and "name='val'" in proc.stdout
+
+
+@pytest.mark.distributed
+def test_local_executor_launches_the_recipe_with_torchrun(tmp_path):
+    proc = cli("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=local",
+               "run.executor.ntasks_per_node=2", "trainer.max_steps=4", "-y", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_dir = tmp_path / "nemo_experiments" / "default"
+    assert (run_dir / "checkpoints" / "step=4-consumed_samples=32" / "nemo_lite.json").exists()
+    assert (run_dir / "nemo_log_globalrank-1_localrank-1.txt").exists()
