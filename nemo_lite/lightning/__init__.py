@@ -6,6 +6,9 @@ Names load on first use, so `from nemo_lite import lightning as nl` costs nothin
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from nemo_lite._lazy import lazy_exports
 
 _EXPORTS = {
@@ -28,5 +31,21 @@ _EXPORTS = {
     "CheckpointError": "nemo_lite.lightning.checkpoint_io",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+# Modules reachable as attributes, as in NeMo (`nl.lr_scheduler.CosineAnnealingScheduler`,
+# `nl.io.load_context(...)`).
+_MODULES = {"lr_scheduler": "nemo_lite.lightning.lr_scheduler", "io": "nemo_lite.io"}
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+_export, _export_names = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        module = importlib.import_module(_MODULES[name])
+        globals()[name] = module
+        return module
+    return _export(name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*_export_names(), *_MODULES])

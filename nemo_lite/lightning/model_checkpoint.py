@@ -42,8 +42,16 @@ class ModelCheckpoint(LightningModelCheckpoint, IOMixin):
         save_weights_only: bool = False,
         save_on_train_end: bool = True,
         verbose: bool = False,
+        save_optim_on_train_end: bool = True,
+        always_save_context: bool = True,
+        save_context_on_train_end: bool = True,
         **kwargs: Any,
     ) -> None:
+        # NeMo 2.0's names, accepted so its scripts run unchanged. nemo_lite always writes the
+        # context (context/io.json) and the optimizer state into every checkpoint.
+        self.save_optim_on_train_end = save_optim_on_train_end
+        self.always_save_context = always_save_context
+        self.save_context_on_train_end = save_context_on_train_end
         kwargs.setdefault("enable_version_counter", False)  # same name again: replace it
         super().__init__(
             dirpath=dirpath, filename=filename or default_filename(monitor), monitor=monitor,

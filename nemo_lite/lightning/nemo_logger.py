@@ -44,7 +44,10 @@ class NeMoLogger(IOMixin):
         ckpt: Any = None,
         tensorboard: bool = True,
         extra_loggers: list[Any] | None = None,
+        wandb: Any = None,
     ) -> None:
+        """`tensorboard`: True writes TensorBoard events to `<run>/tb_logs`; a Lightning
+        TensorBoardLogger (NeMo's form) is used as given. `wandb`: a Lightning WandbLogger or None."""
         self.name = name
         self.log_dir = log_dir
         self.explicit_log_dir = explicit_log_dir
@@ -57,6 +60,7 @@ class NeMoLogger(IOMixin):
         self.ckpt = ckpt
         self.tensorboard = tensorboard
         self.extra_loggers = extra_loggers or []
+        self.wandb = wandb
 
     def run_dir(self, resume_if_exists: bool = False) -> Path:
         if self.explicit_log_dir:
@@ -82,16 +86,20 @@ class NeMoLogger(IOMixin):
         existing = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
         if ckpt is None and existing:
             ckpt = existing[0]
+        if ckpt is None and getattr(trainer, "default_checkpointing", False):
+            ckpt = ModelCheckpoint()  # at the end of training, as NeMo's default checkpointing
         if ckpt is not None:
             if ckpt.dirpath is None:
                 ckpt.dirpath = str(run_dir / "checkpoints")
             if ckpt not in trainer.callbacks:
                 trainer.callbacks.append(ckpt)
         if self.update_logger_directory:
-            loggers = list(self.extra_loggers)
-            if self.tensorboard:
-                from lightning.pytorch.loggers import TensorBoardLogger
+            from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
+            loggers = [self.wandb, *self.extra_loggers] if self.wandb else list(self.extra_loggers)
+            if isinstance(self.tensorboard, Logger):
+                loggers.insert(0, self.tensorboard)
+            elif self.tensorboard:
                 loggers.insert(0, TensorBoardLogger(save_dir=str(run_dir), name="tb_logs",
                                                     version=""))
             if loggers:

@@ -25,6 +25,11 @@ class CosineAnnealingScheduler:
     constant_steps: int = 0
     min_lr: float = 0.0
     decay_style: str = "cosine"
+    # NeMo 2.0's Lightning-scheduler fields, accepted for its scripts; the schedule always
+    # steps once per optimizer step here.
+    interval: str = "step"
+    frequency: int = 1
+    monitor: str = "val_loss"
 
     def build(self, optimizer: Any, max_lr: float, max_steps: int, weight_decay: float):
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler

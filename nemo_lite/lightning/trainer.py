@@ -24,6 +24,9 @@ class Trainer(pl.Trainer, IOMixin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("use_distributed_sampler", False)
         kwargs.setdefault("inference_mode", False)
+        # Checkpointing left at its default: NeMoLogger adds an nl.ModelCheckpoint under the run
+        # directory (NeMo writes checkpoints there by default); enable_checkpointing=False: none.
+        self.default_checkpointing = "enable_checkpointing" not in kwargs
         kwargs.setdefault("enable_checkpointing", any(
             isinstance(cb, ModelCheckpoint) for cb in kwargs.get("callbacks") or []))
         kwargs.setdefault("logger", False)
