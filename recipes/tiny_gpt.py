@@ -40,9 +40,11 @@ def data() -> run.Config[llm.MockDataModule]:
 
 
 def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes: int = 1,
-                    devices: int = 2) -> run.Partial:
+                    devices: int = 2, num_gpus_per_node: Optional[int] = None) -> run.Partial:
     """Pretrain tiny_gpt from scratch on CPU; checkpoints every 10 steps under
-    `<dir>/<name>/checkpoints`, and a rerun continues from the newest one."""
+    `<dir>/<name>/checkpoints`, and a rerun continues from the newest one.
+    `num_gpus_per_node` (the other recipes' name) is accepted as the number of CPU ranks."""
+    devices = num_gpus_per_node or devices
     return run.Partial(
         llm.pretrain,
         model=model(),
@@ -56,7 +58,8 @@ def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes:
 
 
 def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes: int = 1,
-                    devices: int = 2, checkpoint: Optional[str] = None) -> run.Partial:
+                    devices: int = 2, checkpoint: Optional[str] = None,
+                    num_gpus_per_node: Optional[int] = None) -> run.Partial:
     """Fine-tune tiny_gpt from the weights of `checkpoint` (e.g. a pretrain_recipe checkpoint
     directory), with a 10x smaller LR for 10 steps.
 
@@ -64,6 +67,7 @@ def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes
     run name differs from pretraining's so that AutoResume does not pick up the pretraining
     run's own checkpoints.
     """
+    devices = num_gpus_per_node or devices
     return run.Partial(
         llm.finetune,
         model=model(),

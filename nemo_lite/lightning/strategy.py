@@ -13,6 +13,7 @@ The layout is validated before any group or model is built.
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, Optional, Union
@@ -89,6 +90,10 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             timeout=timeout,
             **kwargs,
         )
+        ignored = sorted(set(self._ddp_kwargs) - {"find_unused_parameters"})
+        if ignored:  # they would go to torch DDP, which megatron's DDP replaces here
+            warnings.warn(f"MegatronStrategy ignores {ignored}: nemo_lite does not implement "
+                          "these (torch DDP / NeMo) options.", stacklevel=2)
         self.layout = ParallelLayout(
             tensor_model_parallel_size=tensor_model_parallel_size,
             pipeline_model_parallel_size=pipeline_model_parallel_size,
