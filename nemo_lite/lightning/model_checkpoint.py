@@ -7,7 +7,7 @@ MegatronStrategy on every rank; names carry the step and consumed samples
 link to the newest one; training always ends with a checkpoint of its final step.
 """
 
-from typing import Any
+from typing import Any, Optional, Union
 
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 
@@ -29,16 +29,16 @@ class ModelCheckpoint(LightningModelCheckpoint, IOMixin):
 
     def __init__(
         self,
-        dirpath: str | None = None,
-        filename: str | None = None,
-        monitor: str | None = "step",
+        dirpath: Optional[str] = None,
+        filename: Optional[str] = None,
+        monitor: Optional[str] = "step",
         mode: str = "max",
         save_top_k: int = 2,
-        save_last: bool | str | None = "link",
-        every_n_train_steps: int | None = None,
+        save_last: Optional[Union[bool, str]] = "link",
+        every_n_train_steps: Optional[int] = None,
         train_time_interval: Any = None,
-        every_n_epochs: int | None = None,
-        save_on_train_epoch_end: bool | None = False,
+        every_n_epochs: Optional[int] = None,
+        save_on_train_epoch_end: Optional[bool] = False,
         save_weights_only: bool = False,
         save_on_train_end: bool = True,
         verbose: bool = False,

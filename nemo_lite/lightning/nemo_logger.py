@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from nemo_lite.io.capture import IOMixin
 
@@ -33,17 +33,17 @@ class NeMoLogger(IOMixin):
     def __init__(
         self,
         name: str = "default",
-        log_dir: str | None = None,
-        explicit_log_dir: str | None = None,
-        version: str | None = None,
+        log_dir: Optional[str] = None,
+        explicit_log_dir: Optional[str] = None,
+        version: Optional[str] = None,
         use_datetime_version: bool = True,
         log_local_rank_0_only: bool = False,
         log_global_rank_0_only: bool = False,
-        files_to_copy: list[str] | None = None,
+        files_to_copy: Optional[list[str]] = None,
         update_logger_directory: bool = True,
         ckpt: Any = None,
         tensorboard: bool = True,
-        extra_loggers: list[Any] | None = None,
+        extra_loggers: Optional[list[Any]] = None,
         wandb: Any = None,
     ) -> None:
         """`tensorboard`: True writes TensorBoard events to `<run>/tb_logs`; a Lightning
