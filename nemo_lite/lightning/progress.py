@@ -66,3 +66,13 @@ class MegatronProgressPrinter(ProgressBar):
         value = _number(trainer.callback_metrics.get("val_loss"))
         if value is not None:
             print(f"validation at step {trainer.global_step} | val_loss {value:.4f}", flush=True)
+
+
+def use_printed_progress(trainer: Any, interval: int) -> None:
+    """Lightning's default bar (TQDM or Rich) -> one printed line per `interval` steps; a
+    progress bar of the user's own stays."""
+    from lightning.pytorch.callbacks.progress import RichProgressBar, TQDMProgressBar
+
+    for i, callback in enumerate(trainer.callbacks):
+        if type(callback) in (TQDMProgressBar, RichProgressBar):
+            trainer.callbacks[i] = MegatronProgressPrinter(interval)

@@ -25,7 +25,7 @@ def capture() -> dict[str, Any]:
         "tracker": get_cuda_rng_tracker().get_states(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
+        state["accelerator"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -36,8 +36,8 @@ def restore(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+    if "accelerator" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["accelerator"])
     get_cuda_rng_tracker().set_states(state["tracker"])
 
 

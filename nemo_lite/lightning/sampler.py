@@ -10,6 +10,7 @@ from the exact next sample.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 PAD_INDEX = -1  # a sample index that datasets turn into an all-masked sample
 
@@ -61,3 +62,15 @@ class MegatronPretrainingBatchSampler:
         for first in range(start, start + len(self) * self._stride, self._stride):
             window = [i if i < self.total_samples else PAD_INDEX for i in range(first, first + self._stride)]
             yield window[lo : lo + self.micro_batch_size]
+
+
+def count_eval_limits_in_global_batches(trainer: Any, num_microbatches: int) -> None:
+    """`limit_val_batches=N` means N validation steps (global batches); Lightning counts the
+    loader's items, which are micro-batches here (each step pulls all of its own)."""
+    if getattr(trainer, "_nemo_lite_limits_scaled", False):
+        return
+    for name in ("limit_val_batches", "limit_test_batches"):
+        limit = getattr(trainer, name)
+        if isinstance(limit, int) and limit > 0:
+            setattr(trainer, name, limit * num_microbatches)
+    trainer._nemo_lite_limits_scaled = True

@@ -33,6 +33,8 @@ from nemo_lite.lightning.device import is_cuda
 from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.parallel import MegatronParallel
 from nemo_lite.lightning.precision import MegatronMixedPrecision
+from nemo_lite.lightning.progress import use_printed_progress
+from nemo_lite.lightning.sampler import count_eval_limits_in_global_batches
 from nemo_lite.lightning.strategy_checkpointing import CheckpointingMixin
 
 log = logging.getLogger(__name__)
@@ -275,9 +277,9 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
                 "clipping lives in megatron's optimizer; set OptimizerConfig(clip_grad=...)."
             )
         fitting = trainer.state.fn == TrainerFn.FITTING
-        self._count_eval_limits_in_global_batches(trainer)
+        count_eval_limits_in_global_batches(trainer, self.num_microbatches)
         if self.replace_progress_bar:
-            self._use_printed_progress(trainer)
+            use_printed_progress(trainer, self.progress_interval)
         chunks = [chunk.to(self.root_device) for chunk in module.module]
         config = module.config
         if self.precision_plugin.is_half:
@@ -295,28 +297,6 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             self.precision_plugin.configure_optimizer(module.optim.config)
             self.setup_optimizers(trainer)
             self._connect_optimizer_to_schedule(config)
-
-    def _use_printed_progress(self, trainer: Any) -> None:
-        """Lightning's default bar (TQDM or Rich) -> one printed line per `progress_interval`
-        steps; a progress bar of the user's own stays."""
-        from lightning.pytorch.callbacks.progress import RichProgressBar, TQDMProgressBar
-
-        from nemo_lite.lightning.progress import MegatronProgressPrinter
-
-        for i, callback in enumerate(trainer.callbacks):
-            if type(callback) in (TQDMProgressBar, RichProgressBar):
-                trainer.callbacks[i] = MegatronProgressPrinter(self.progress_interval)
-
-    def _count_eval_limits_in_global_batches(self, trainer: Any) -> None:
-        """`limit_val_batches=N` means N validation steps (global batches); Lightning counts
-        the loader's items, which are micro-batches here (each step pulls all of its own)."""
-        if getattr(trainer, "_nemo_lite_limits_scaled", False):
-            return
-        for name in ("limit_val_batches", "limit_test_batches"):
-            limit = getattr(trainer, name)
-            if isinstance(limit, int) and limit > 0:
-                setattr(trainer, name, limit * self.num_microbatches)
-        trainer._nemo_lite_limits_scaled = True
 
     def _wrap_ddp(self, chunks: list[torch.nn.Module], config: Any, module: Any) -> list[Any]:
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
