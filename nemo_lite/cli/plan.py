@@ -128,7 +128,7 @@ def plan_task(task: Any, executor: Any = None) -> LaunchPlan:
                 f"{error} This recipe runs in this process with trainer.devices="
                 f"{_value(trainer, 'devices')}: set trainer.devices (and trainer.num_nodes) to "
                 "the ranks it needs, or launch it with an executor "
-                "(run.executor=local run.executor.ntasks_per_node=N).") from error
+                "(run.executor=torchrun run.executor.ntasks_per_node=N).") from error
         raise
     plugins = _value(trainer, "plugins")
     plugins = plugins if isinstance(plugins, (list, tuple)) else [plugins]

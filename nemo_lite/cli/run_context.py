@@ -99,6 +99,19 @@ class LiteRunContext(RunContext):
             print("\n".join(["nemo_lite launch plan:", *("  " + line for line in plan.lines())]))
         return task
 
+    def parse_executor(self, name: str, *args: str) -> Any:
+        from nemo_lite.cli.executors import check_executor, check_executor_name
+
+        check_executor_name(name)  # unknown names fail with the list of known executors
+        return check_executor(super().parse_executor(name, *args))  # bad fields fail here
+
+    def _execute_task(self, fn: Any, task_args: list[str]) -> None:
+        from nemo_lite.cli.executors import launch_task
+
+        # with an executor: checked, submitted and waited for by executors.run_and_wait
+        if not launch_task(self, fn, task_args):
+            super()._execute_task(fn, task_args)
+
     def cli_execute(self, fn: Any, args: list[str], entrypoint_type: str = "task") -> Any:
         try:
             with warnings.catch_warnings():

@@ -106,8 +106,8 @@ def test_factory_arguments_and_the_validate_entrypoint(tmp_path):
 
 
 @pytest.mark.distributed
-def test_local_executor_launches_the_recipe_with_torchrun(tmp_path):
-    proc = cli("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=local",
+def test_torchrun_executor_launches_the_recipe_on_two_ranks(tmp_path):
+    proc = cli("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=torchrun",
                "run.executor.ntasks_per_node=2", "trainer.max_steps=4", "-y", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     run_dir = tmp_path / "nemo_experiments" / "default"

@@ -1,0 +1,244 @@
+"""The executors on a real one-node Slurm cluster (slurmctld + slurmd + slurmdbd, started once
+per session by tests/infra/slurm/start.sh): real sbatch submissions, state from sacct."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.executors.conftest import (
+    BIN,
+    TIMINGS,
+    all_job_count,
+    job_ids,
+    run_python,
+    sacct_state,
+    slurm_args,
+    step_losses,
+)
+
+pytestmark = pytest.mark.distributed
+
+
+def _git_repo(path: Path) -> Path:
+    path.mkdir()
+    for cmd in (["init", "-q"], ["config", "user.email", "t@example.com"],
+                ["config", "user.name", "t"]):
+        subprocess.run(["git", "-C", str(path), *cmd], check=True)
+    (path / "README.md").write_text("a project launched on Slurm\n")
+    subprocess.run(["git", "-C", str(path), "add", "README.md"], check=True)
+    subprocess.run(["git", "-C", str(path), "commit", "-qm", "init"], check=True)
+    return path
+
+
+def _nemo(*args: str, env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "nemo"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _job_dir(env: dict, title: str) -> Path:
+    dirs = sorted((Path(env["NEMORUN_HOME"]) / "experiments" / title).glob(f"{title}_*/{title}"))
+    assert dirs, f"no experiment directory for {title}"
+    return dirs[-1]
+
+
+def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path):
+    """`nemo llm pretrain --factory tiny_gpt run.executor=slurm ...` from a git repository: the
+    default git packager archives it, sbatch runs torchrun with 2 ranks, sacct says COMPLETED."""
+    repo = _git_repo(tmp_path / "project")
+    start = time.monotonic()
+    proc = _nemo("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=slurm",
+                 *slurm_args(job_env), "run.executor.ntasks_per_node=2", "run.name=tiny",
+                 "trainer.max_steps=10", "-y", env=job_env, cwd=repo)
+    TIMINGS.append(("slurm: nemo llm pretrain tiny_gpt, 2 ranks, 10 steps (CLI to exit)",
+                    time.monotonic() - start))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (job_id,) = job_ids(job_env)
+    assert sacct_state(job_env, job_id) == "COMPLETED"
+    job_dir = _job_dir(job_env, "tiny")
+    assert (job_dir / "code" / "README.md").exists()  # the git archive is the working directory
+    run_dir = job_dir / "code" / "nemo_experiments" / "default"
+    assert (run_dir / "checkpoints" / "step=10-consumed_samples=80" / "nemo_lite.json").exists()
+    assert (run_dir / "nemo_log_globalrank-1_localrank-1.txt").exists()  # two ranks ran
+    losses = step_losses((job_dir / f"log-nemo_lite.tiny_{job_id}_0.out").read_text())
+    assert sorted(losses) == list(range(1, 11)) and losses[10] < losses[1] - 0.1, losses
+    assert "step 10/10" in proc.stdout  # logs were shown live
+
+
+def test_a_failed_job_raises_and_the_cli_exits_1(job_env, tmp_path):
+    """NeMo-Run alone exits 0 for a FAILED job; run_and_wait raises JobFailed, the CLI exits 1."""
+    script = f"""
+import sys
+import nemo_run as run
+import executors
+
+if __name__ == "__main__":
+    executor = executors.slurm(account="{job_env['NEMO_LITE_SLURM_ACCOUNT']}",
+                               partition="{job_env['NEMO_LITE_SLURM_PARTITION']}",
+                               launcher=None, packager="none")
+    try:
+        executors.run_and_wait(run.Script(inline="echo about to fail; exit 3"), executor,
+                               name="fails")
+    except executors.JobFailed as failure:
+        print("JOBFAILED", failure.result.state, failure.result.job_id)
+        sys.exit(1)
+"""
+    proc = run_python(script, job_env, tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    match = re.search(r"JOBFAILED (\w+) (\d+)", proc.stdout)
+    assert match and match[1] == "FAILED", proc.stdout[-3000:]
+    assert sacct_state(job_env, match[2]) == "FAILED"
+    assert "about to fail" in proc.stdout + proc.stderr  # the job's log was shown
+
+    # the CLI: the job's script fails before the recipe starts (setup_lines)
+    proc = _nemo("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=slurm",
+                 *slurm_args(job_env), "run.executor.ntasks_per_node=2",
+                 "run.executor.packager=none", "run.executor.setup_lines='exit 7'",
+                 "run.name=failing", "-y", env=job_env, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: job 'failing'") and "FAILED" in last, last
+    assert sacct_state(job_env, job_ids(job_env)[-1]) == "FAILED"
+
+
+NASTY = """a b "dq" 'sq' $(touch MARKER) `touch MARKER`; touch MARKER /nemo_run/x"""
+
+
+def test_names_and_values_reach_the_job_as_data_and_secrets_stay_out_of_files(job_env, tmp_path):
+    marker = tmp_path / "pwned"
+    nasty = NASTY.replace("MARKER", str(marker))
+    env = {**job_env, "NL_NASTY": nasty, "NL_SECRET_VALUE": "s3cr3t-4a7f19"}
+    script = f"""
+import os
+import nemo_run as run
+import executors
+
+if __name__ == "__main__":
+    nasty = os.environ["NL_NASTY"]
+    task = run.Script(inline='echo "name=[$NEMO_LITE_JOB_NAME]"; echo "value=[$NL_VALUE]"; '
+                             'echo "secret_sha=$(printf %s "$HF_TOKEN" | sha256sum | cut -c1-16)"')
+    executor = executors.slurm(account="{job_env['NEMO_LITE_SLURM_ACCOUNT']}",
+                               partition="{job_env['NEMO_LITE_SLURM_PARTITION']}",
+                               launcher=None, packager="none",
+                               env_vars={{"NL_VALUE": nasty,
+                                          "HF_TOKEN": os.environ["NL_SECRET_VALUE"]}})
+    result = executors.run_and_wait(task, executor, name=nasty)
+    print("RESULT", result.state, result.job_id)
+"""
+    proc = run_python(script, env, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not marker.exists()
+    assert f"name=[{nasty}]" in proc.stdout and f"value=[{nasty}]" in proc.stdout
+    import hashlib
+
+    assert f"secret_sha={hashlib.sha256(b's3cr3t-4a7f19').hexdigest()[:16]}" in proc.stdout
+    job_id = re.search(r"RESULT SUCCEEDED (\d+)", proc.stdout)[1]
+    comment = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "Comment", "-j", job_id],
+                             env=env, capture_output=True, text=True).stdout.strip()
+    assert comment in ("", nasty)  # sacct keeps the comment when AccountingStoreFlags has it
+    for path in Path(env["NEMORUN_HOME"]).rglob("*"):
+        if path.is_file():
+            assert b"s3cr3t-4a7f19" not in path.read_bytes(), path
+    assert "s3cr3t-4a7f19" not in proc.stdout + proc.stderr
+    assert not marker.exists()
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint(job_env, tmp_path):
+    """Preemption: `scontrol requeue` after the first checkpoint; the job restarts (Slurm waits
+    ~2 min before restarting a requeued job: the test moves its start time to now), resumes
+    from the checkpoint and finishes."""
+    max_steps = 60
+    script = f"""
+import sys
+import executors
+from recipes import tiny_gpt
+
+if __name__ == "__main__":
+    recipe = tiny_gpt.pretrain_recipe(name="requeue")
+    recipe.trainer.max_steps = {max_steps}
+    executor = executors.slurm(account="{job_env['NEMO_LITE_SLURM_ACCOUNT']}",
+                               partition="{job_env['NEMO_LITE_SLURM_PARTITION']}",
+                               ntasks_per_node=2, packager="none")
+    result = executors.run_and_wait(recipe, executor, name="requeue")
+    print("RESULT", result.state, result.job_id)
+"""
+    (tmp_path / "launch.py").write_text(script)
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "launch.py"], cwd=tmp_path, env=job_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = None
+        while time.monotonic() - start < 240 and proc.poll() is None:
+            found = list(Path(job_env["NEMORUN_HOME"]).glob(
+                "experiments/requeue/*/requeue/code/nemo_experiments/requeue/checkpoints/"
+                "step=*/nemo_lite.json"))
+            if found:
+                first = found[0].parent.name
+                break
+            time.sleep(0.2)
+        assert first is not None, "no checkpoint appeared"
+        (job_id,) = job_ids(job_env)
+        subprocess.run(["scontrol", "requeue", job_id], env=job_env, check=True)
+        requeued_at = time.monotonic()
+        while time.monotonic() - requeued_at < 60:  # make it eligible now, not in 2 minutes
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+                           env=job_env, capture_output=True)
+            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=job_env,
+                                   capture_output=True, text=True).stdout.strip()
+            if state == "RUNNING":
+                break
+            time.sleep(0.5)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    TIMINGS.append(("slurm: tiny_gpt 2 ranks, 60 steps, requeued once (submit to exit)",
+                    time.monotonic() - start))
+    assert proc.returncode == 0, output[-5000:]
+    assert f"RESULT SUCCEEDED {job_id}" in output
+    assert sacct_state(job_env, job_id) == "COMPLETED"
+    job_dir = _job_dir(job_env, "requeue")
+    restarted = (job_dir / f"log-nemo_lite.requeue_{job_id}_1.out").read_text()
+    # nemo_lite's AutoResume logs "resuming from checkpoint" at INFO (not shown in job logs);
+    # Lightning prints the restore
+    resumed = re.search(r"Restored all states from the checkpoint at \S*step=(\d+)-", restarted)
+    assert resumed and int(resumed[1]) >= int(first[5:].split("-")[0]), restarted[-3000:]
+    resumed_steps = sorted(step_losses(restarted))
+    assert resumed_steps[0] == int(resumed[1]) + 1 and resumed_steps[-1] == max_steps, resumed_steps
+    checkpoints = job_dir / "code" / "nemo_experiments" / "requeue" / "checkpoints"
+    assert (checkpoints / f"step={max_steps}-consumed_samples={8 * max_steps}" / "nemo_lite.json").exists()
+
+
+def test_bad_input_fails_before_anything_is_submitted(job_env, tmp_path):
+    before = all_job_count(job_env)
+    # the CLI: unknown executor, missing partition, an unreachable slurmctld
+    bad_conf = tmp_path / "slurm.conf"
+    text = Path(job_env["SLURM_CONF"]).read_text()
+    bad_conf.write_text(re.sub(r"^SlurmctldPort=\d+", "SlurmctldPort=9", text, flags=re.M))
+    cases = [
+        (["run.executor=slurmx"], job_env,
+         "unknown executor 'slurmx'. Did you mean 'slurm'? Known executors: local, torchrun, slurm."),
+        (["run.executor=slurm", f"run.executor.account={job_env['NEMO_LITE_SLURM_ACCOUNT']}"],
+         job_env, "the slurm executor needs partition: set run.executor.partition=NAME"),
+        (["run.executor=slurm", *slurm_args(job_env), "run.executor.ntasks_per_node=2",
+          "run.executor.packager=none"], {**job_env, "SLURM_CONF": str(bad_conf)},
+         "slurmctld is not reachable on this machine"),
+        (["run.executor=slurm", "run.executor.account=nobody_has_this", "run.executor.partition="
+          f"{job_env['NEMO_LITE_SLURM_PARTITION']}", "run.executor.ntasks_per_node=2",
+          "run.executor.packager=none"], job_env, "Slurm refuses this job (allocation failure: "
+         "Invalid account or account/partition combination specified)"),
+    ]
+    for args, env, words in cases:
+        proc = _nemo("llm", "pretrain", "--factory", "tiny_gpt", *args, "-y", env=env,
+                     cwd=tmp_path)
+        last = (proc.stderr.strip().splitlines() or [""])[-1]
+        assert proc.returncode == 2 and last.startswith("error: ") and words in last, (
+            args, proc.returncode, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
+    assert not (Path(job_env["NEMORUN_HOME"]) / "experiments").exists()
+    assert all_job_count(job_env) == before  # nothing reached Slurm

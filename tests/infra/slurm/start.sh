@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# A real one-node Slurm cluster on this machine, for tests and CI (Debian 12, Slurm 22.05).
+#
+#   eval "$(bash tests/infra/slurm/start.sh [DIR])"     # DIR defaults to /tmp/nemo_lite_slurm
+#   sinfo; sbatch ...; sacct ...
+#   bash tests/infra/slurm/stop.sh [DIR]
+#
+# Installs the packages when missing (apt-get, non-interactive), then starts, each with its own
+# files under DIR and listening on 127.0.0.1 only: munged (own key and socket), mariadbd (for
+# accounting), slurmdbd, slurmctld, slurmd (node "localhost", CPUs = this machine's). Adds the
+# cluster, account "nemo_lite" and user root with sacctmgr, waits until the node is idle, and
+# prints the environment the tests need (SLURM_CONF, NEMO_LITE_SLURM_*) as shell exports on
+# stdout; progress goes to stderr. Idempotent: a running cluster in DIR is reused as is.
+# Needs root (SlurmUser=root). Ports: NEMO_LITE_SLURM_PORT_BASE (26810) + 0 mariadb, +7 slurmctld,
+# +8 slurmd, +9 slurmdbd.
+set -euo pipefail
+
+DIR=${1:-${NEMO_LITE_SLURM_DIR:-/tmp/nemo_lite_slurm}}
+PORT_BASE=${NEMO_LITE_SLURM_PORT_BASE:-26810}
+DB_PORT=$((PORT_BASE + 0)); CTLD_PORT=$((PORT_BASE + 7)); SLURMD_PORT=$((PORT_BASE + 8))
+DBD_PORT=$((PORT_BASE + 9))
+ACCOUNT=nemo_lite PARTITION=debug CLUSTER=nemolite
+t0=$(date +%s.%N)
+say() { echo "[slurm-test-cluster] $*" >&2; }
+die() { say "error: $*"; exit 1; }
+elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
+alive() {  # a live process from a pid file (not a zombie)
+  local state
+  state=$(awk '{print $3}' "/proc/$(cat "$1" 2>/dev/null)/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (the test cluster runs SlurmUser=root)"
+case "$DIR" in /*) ;; *) DIR="$PWD/$DIR" ;; esac
+
+print_env() {
+  cat <<EOF
+export SLURM_CONF=$DIR/etc/slurm.conf
+export NEMO_LITE_SLURM_DIR=$DIR
+export NEMO_LITE_SLURM_ACCOUNT=$ACCOUNT
+export NEMO_LITE_SLURM_PARTITION=$PARTITION
+EOF
+}
+
+# --- already running? -------------------------------------------------------------------
+if alive "$DIR/run/slurmctld.pid" && alive "$DIR/run/slurmd.pid" && alive "$DIR/run/slurmdbd.pid" \
+   && SLURM_CONF="$DIR/etc/slurm.conf" timeout 5 scontrol ping >/dev/null 2>&1; then
+  say "already running in $DIR"
+  print_env
+  exit 0
+fi
+
+# --- packages ---------------------------------------------------------------------------
+PKGS="slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
+   || ! command -v munged >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
+  say "installing $PKGS"
+  export DEBIAN_FRONTEND=noninteractive
+  # keep the packages' own service scripts from starting system-wide daemons
+  created_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  install() { apt-get install -y -q --no-install-recommends $PKGS >"$1" 2>&1; }
+  mkdir -p "$DIR"
+  if ! install "$DIR/apt.log"; then
+    apt-get update -q >>"$DIR/apt.log" 2>&1 || true
+    install "$DIR/apt.log" || { [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+                                tail -20 "$DIR/apt.log" >&2; die "apt-get install failed (log: $DIR/apt.log)"; }
+  fi
+  [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+  say "installed in $(elapsed) s"
+fi
+
+# --- leftovers of an earlier, partly running cluster in DIR ----------------------------------
+if ls "$DIR"/run/*.pid >/dev/null 2>&1; then bash "$(dirname "$0")/stop.sh" "$DIR" >/dev/null 2>&1 || true; fi
+
+mkdir -p "$DIR"/{etc,run,log,munge,ctld,spool,mysql}
+chmod 700 "$DIR" "$DIR/munge" "$DIR/etc"
+ETC=$DIR/etc RUN=$DIR/run LOG=$DIR/log
+NCPU=$(nproc)
+# the node's layout as slurmd will report it (CPUs alone would leave one core per node until
+# slurmd registers, and a job of NCPU tasks would be refused in the meantime)
+HW=$(slurmd -C 2>/dev/null | head -1 | grep -o -E '(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore)=[0-9]+' | tr '\n' ' ')
+[ -n "$HW" ] || HW="CPUs=$NCPU"
+NCPU=$(echo "$HW" | grep -o -E 'CPUs=[0-9]+' | cut -d= -f2)
+MEM_MB=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.7}' /proc/meminfo)
+
+# --- munge: own key and socket --------------------------------------------------------------
+[ -s "$DIR/munge/munge.key" ] || { dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
+                                   chmod 400 "$DIR/munge/munge.key"; }
+MUNGE_SOCKET=$DIR/munge/munge.socket
+munged --force --key-file="$DIR/munge/munge.key" --socket="$MUNGE_SOCKET" \
+  --pid-file="$RUN/munged.pid" --log-file="$LOG/munged.log" --seed-file="$DIR/munge/munged.seed"
+
+# --- mariadb on 127.0.0.1:DB_PORT -----------------------------------------------------------
+DB_PASS_FILE=$ETC/db.pass
+[ -s "$DB_PASS_FILE" ] || { head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$DB_PASS_FILE"; chmod 600 "$DB_PASS_FILE"; }
+DB_PASS=$(cat "$DB_PASS_FILE")
+fresh_db=
+if [ ! -d "$DIR/mysql/mysql" ]; then
+  mariadb-install-db --no-defaults --user=root --datadir="$DIR/mysql" --skip-test-db \
+    >"$LOG/mariadb-install.log" 2>&1 || { tail -20 "$LOG/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+  fresh_db=1
+fi
+DB_SOCKET=$RUN/mysql.sock
+mariadbd --no-defaults --user=root --datadir="$DIR/mysql" --socket="$DB_SOCKET" \
+  --port="$DB_PORT" --bind-address=127.0.0.1 --pid-file="$RUN/mariadbd.pid" \
+  --log-error="$LOG/mariadbd.log" --skip-name-resolve --innodb-buffer-pool-size=32M \
+  --innodb-log-file-size=16M --performance-schema=OFF >/dev/null 2>&1 &
+for _ in $(seq 100); do
+  mariadb-admin --no-defaults --socket="$DB_SOCKET" -u root ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+mariadb-admin --no-defaults --socket="$DB_SOCKET" -u root ping >/dev/null 2>&1 \
+  || { tail -20 "$LOG/mariadbd.log" >&2; die "mariadbd did not start (log: $LOG/mariadbd.log)"; }
+say "mariadbd up ($(elapsed) s)"
+if [ -n "$fresh_db" ]; then
+  mariadb --no-defaults --socket="$DB_SOCKET" -u root <<SQL
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+FLUSH PRIVILEGES;
+SQL
+fi
+
+# --- config ---------------------------------------------------------------------------------
+cat > "$ETC/slurm.conf" <<EOF
+# one-node test cluster (tests/infra/slurm/start.sh); everything on 127.0.0.1
+ClusterName=$CLUSTER
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
+SrunPortRange=$((PORT_BASE + 20))-$((PORT_BASE + 89))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
+CredType=cred/munge
+StateSaveLocation=$DIR/ctld
+SlurmdSpoolDir=$DIR/spool/slurmd-%n
+SlurmctldPidFile=$RUN/slurmctld.pid
+SlurmdPidFile=$RUN/slurmd.pid
+SlurmctldLogFile=$LOG/slurmctld.log
+SlurmdLogFile=$LOG/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+SwitchType=switch/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=$DBD_PORT
+AccountingStoragePass=$MUNGE_SOCKET
+AccountingStorageEnforce=associations
+JobCompType=jobcomp/none
+ReturnToService=2
+KillWait=5
+MinJobAge=300
+InactiveLimit=0
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2
+NodeName=localhost NodeAddr=127.0.0.1 $HW RealMemory=$MEM_MB State=UNKNOWN
+PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+EOF
+cat > "$ETC/slurmdbd.conf" <<EOF
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+CommunicationParameters=NoInAddrAny
+SlurmUser=root
+PidFile=$RUN/slurmdbd.pid
+LogFile=$LOG/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+EOF
+chmod 600 "$ETC/slurmdbd.conf"
+export SLURM_CONF=$ETC/slurm.conf
+
+# --- daemons ------------------------------------------------------------------------------
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local limit=$1 what=$2; shift 2
+  for _ in $(seq $((limit * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  die "$what not ready after ${limit}s (logs: $LOG)"
+}
+# Slurm's daemons bind to the address their host name resolves to (NoInAddrAny): run them with
+# the host name "localhost" (own UTS namespace) so that they and the job steps' srun listen on
+# 127.0.0.1 only, whatever this machine's name resolves to.
+if unshare --uts true 2>/dev/null; then
+  as_localhost() { unshare --uts sh -c 'hostname localhost && exec "$@"' sh "$@"; }
+elif getent hosts "$(hostname)" | grep -q '^127\.'; then
+  as_localhost() { "$@"; }
+else
+  die "cannot bind Slurm to loopback only: 'unshare --uts' is not permitted and this host's name ($(hostname)) does not resolve to 127.x"
+fi
+# slurmdbd reads slurmdbd.conf beside slurm.conf (SLURM_CONF's directory)
+as_localhost slurmdbd
+wait_for 20 slurmdbd sacctmgr -n -i list cluster
+say "slurmdbd up ($(elapsed) s)"
+sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
+as_localhost slurmctld -c -i
+wait_for 20 slurmctld scontrol ping
+say "slurmctld up ($(elapsed) s)"
+sacctmgr -i add account "$ACCOUNT" Cluster="$CLUSTER" Description=tests Organization=nemo_lite >/dev/null 2>&1 || true
+sacctmgr -i add user root Account="$ACCOUNT" Cluster="$CLUSTER" >/dev/null 2>&1 || true
+mkdir -p "$DIR/spool/slurmd-localhost"
+as_localhost slurmd -N localhost
+node_idle() { [ "$(sinfo -h -n localhost -o %t 2>/dev/null)" = idle ]; }
+wait_for 30 "node localhost (idle)" node_idle
+# ready when slurmctld accepts a job using every CPU: slurmd has registered its layout and the
+# account association is known (sbatch --test-only submits nothing)
+wait_for 30 "a $NCPU-task job on node localhost" sbatch --test-only -A "$ACCOUNT" -p "$PARTITION" \
+  -N 1 --ntasks-per-node="$NCPU" --wrap true
+say "cluster up in $DIR ($(elapsed) s): partition $PARTITION, account $ACCOUNT, $NCPU CPUs"
+print_env
