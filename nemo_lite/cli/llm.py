@@ -15,7 +15,7 @@ from typing import Any
 import fiddle as fdl
 import nemo_run as run
 
-from nemo_lite.cli import executors  # noqa: F401 - registers run.executor=local
+from nemo_lite.cli import executors  # noqa: F401 - registers the run.executor=NAME factories
 from nemo_lite.cli.run_context import LiteRunContext
 from nemo_lite.llm import api
 
