@@ -4,7 +4,7 @@ Each returns a `nemo_run.Config`, so a recipe is data until it runs and any fiel
 overridden first (`recipe.trainer.strategy.tensor_model_parallel_size = 2`).
 """
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import nemo_run as run
 
@@ -34,7 +34,7 @@ def strategy(
     sp: bool = False,
     ep: int = 1,
     etp: Optional[int] = None,
-    ddp: str | run.Config = "megatron",
+    ddp: Union[str, run.Config] = "megatron",
     **kwargs: Any,
 ) -> run.Config[nl.MegatronStrategy]:
     """The parallel layout: tensor, pipeline (+ virtual), context, sequence and expert parallel.
