@@ -51,9 +51,27 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
             assert time.monotonic() < deadline, "the run never reached the point to kill it"
             time.sleep(0.05)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no cleanup
+        kill_tree(proc)
         proc.wait(timeout=30)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and its ranks (torchrun starts each rank in a session of its own, so
+    killing torchrun's process group alone would leave them running)."""
+    import psutil
+
+    try:
+        ranks = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        ranks = []
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    for rank in ranks:
+        try:
+            rank.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(ranks, timeout=30)
 
 
 def checkpoints(run_dir: Path) -> list[str]:
