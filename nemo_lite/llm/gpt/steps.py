@@ -43,10 +43,36 @@ def gpt_data_step(dataloader_iter: Iterator[Any]) -> dict[str, Any]:
         if key not in ("cu_seqlens", "max_seqlen")
     }
     packed = batch.get("cu_seqlens")
+    if packed is not None:
+        check_packed_batch(batch, parallel_state.get_context_parallel_world_size())
     out = get_batch_on_this_cp_rank(out)
     if packed is not None:
         out["packed_seq_params"] = packed_seq_params(packed.to(device), batch.get("max_seqlen"))
     return out
+
+
+class PackedBatchError(ValueError):
+    """A packed micro-batch that this step cannot run (layout or parallelism)."""
+
+
+def check_packed_batch(batch: dict[str, Any], cp_size: int) -> None:
+    """Packed rows are one THD row per micro-batch, and are not split for context parallelism.
+
+    get_batch_on_this_cp_rank would cut the row as one sequence, across documents; splitting
+    each document instead (megatron's get_thd_batch_on_this_cp_rank) needs transformer-engine
+    and documents padded to a multiple of 2 x CP, which the packer does not do yet.
+    """
+    tokens = batch.get("tokens")
+    if tokens is not None and tokens.dim() == 2 and tokens.size(0) != 1:
+        raise PackedBatchError(
+            f"a packed micro-batch must hold one row (THD layout), got {tokens.size(0)}: "
+            "set micro_batch_size=1 with packed sequences."
+        )
+    if cp_size > 1:
+        raise PackedBatchError(
+            f"packed sequences with context_parallel_size={cp_size} are not supported: use "
+            "context_parallel_size=1, or unpacked data."
+        )
 
 
 def packed_seq_params(cu_seqlens: torch.Tensor, max_seqlen: Any = None):
