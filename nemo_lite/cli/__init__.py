@@ -2,6 +2,8 @@
 
 The same commands as NeMo-Run's `nemo` (both find nemo_lite through the `nemo_run.cli` entry
 point); Lightning and megatron-core are imported only when a run starts.
+`nemo-lite data ...` (corpus, tokenizer, preprocessing) is plain argparse in
+`nemo_lite.cli.data`, dispatched before NeMo-Run is imported.
 """
 
 from __future__ import annotations
@@ -9,7 +11,13 @@ from __future__ import annotations
 
 def main() -> None:
     import os
+    import sys
     import warnings
+
+    if len(sys.argv) > 1 and sys.argv[1] == "data":
+        from nemo_lite.cli.data import main as data_main
+
+        sys.exit(data_main(sys.argv[2:]))
 
     if "NEMORUN_SHOW_WARNINGS" not in os.environ:
         warnings.simplefilter("ignore", DeprecationWarning)
