@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.trainer.states import TrainerFn
@@ -18,7 +19,9 @@ from nemo_lite.lightning.checkpoint_io import (
     CONTEXT_DIR,
     CheckpointError,
     load_model_state,
+    merge_parts,
     model_sharded_state_dict,
+    saves_trainable_only,
 )
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,24 @@ class CheckpointingMixin:
         record["world_size"] = self.world_size
         return record
 
+    def _base_weights(self) -> str | None:
+        """Where the frozen weights of a trainable-only model come from: the checkpoint this
+        run restored (RestoreConfig) or the one its resumed checkpoint named."""
+        base = getattr(self, "_frozen_weights_from", None)
+        restore = getattr(self, "restore_config", None)
+        if base is None and restore is not None and restore.load_model_state:
+            base = str(Path(restore.path).resolve())
+        return base
+
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any,
                         storage_options: Any = None) -> None:
-        """Collective: model, optimizer (+ LR schedule), RNG, trainer state; atomic commit."""
+        """Collective: model, optimizer (+ LR schedule), RNG, trainer state; atomic commit.
+
+        A trainable-only model (e.g. LoRA) with a base checkpoint saves only the parameters
+        that require grad, and the manifest names the base (`base_weights`)."""
         chunks = list(self.megatron_parallel)
-        model_state = model_sharded_state_dict(chunks)
+        base = self._base_weights() if saves_trainable_only(chunks) else None
+        model_state = model_sharded_state_dict(chunks, "trainable" if base else "all")
         trainer_state = {k: v for k, v in checkpoint.items()
                          if k not in ("state_dict", "optimizer_states")}
         sharded: dict[str, Any] = {**model_state, "rng_state": rng.sharded(),
@@ -72,6 +88,8 @@ class CheckpointingMixin:
             "consumed_samples": data_state.get("consumed_samples"),
             "layout": self._layout_record(),
             "optimizer": self._optimizer_format() if "optimizer" in sharded else None,
+            "model_part": "trainable" if base else "all",
+            "base_weights": base,
         }
         self.checkpoint_io.save_checkpoint(
             sharded, filepath, {"manifest": manifest, "before_commit": self._write_context})
@@ -120,7 +138,11 @@ class CheckpointingMixin:
         manifest = io.inspect(checkpoint_path)
         trainer = self.lightning_module.trainer
         fitting = trainer.state.fn == TrainerFn.FITTING
-        model_state = model_sharded_state_dict(list(self.megatron_parallel))
+        chunks = list(self.megatron_parallel)
+        partial = manifest.get("model_part") == "trainable"
+        if partial:
+            self._check_base_weights(checkpoint_path, manifest, chunks)
+        model_state = model_sharded_state_dict(chunks, "trainable" if partial else "all")
         request: dict[str, Any] = dict(model_state)
         load_optimizer = (fitting and self.ckpt_load_optimizer and bool(self.optimizers)
                           and manifest.get("optimizer") is not None)
@@ -140,12 +162,32 @@ class CheckpointingMixin:
                 "from it with RestoreConfig(path=...) instead of resuming it.")
         checkpoint = dict(loaded["trainer"])
         checkpoint["state_dict"] = loaded["model"]
+        if partial:  # the frozen part from the base checkpoint, then both as one state dict
+            base = manifest["base_weights"]
+            frozen = io.load_checkpoint(
+                base, sharded_state_dict=model_sharded_state_dict(chunks, "frozen"))["model"]
+            checkpoint["state_dict"] = [merge_parts(f, t)
+                                        for f, t in zip(frozen, loaded["model"], strict=True)]
+            self._frozen_weights_from = base
         checkpoint["optimizer_states"] = [loaded["optimizer"]] if load_optimizer else []
         self._pending_rng_state = loaded.get("rng_state")
         if fitting and not same_layout:
             log.info("checkpoint %s was saved with layout %s; resharded into %s (RNG state "
                      "re-seeded)", checkpoint_path, manifest.get("layout"), self._layout_record())
         return checkpoint
+
+    def _check_base_weights(self, path: Any, manifest: dict[str, Any], chunks: list) -> None:
+        base = manifest.get("base_weights")
+        if not saves_trainable_only(chunks):
+            raise CheckpointError(
+                f"checkpoint {path} holds only the trainable weights (e.g. LoRA adapters) of a "
+                f"model whose frozen weights come from {base}: load it into the same model, "
+                "with its model transform (e.g. llm.finetune(..., peft=LoRA(...))).")
+        if not base or not Path(base).exists():
+            raise CheckpointError(
+                f"checkpoint {path} holds only the trainable weights (e.g. LoRA adapters); its "
+                f"frozen base weights come from {base}, which does not exist. Put that base "
+                "checkpoint back at that path.")
 
     def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
         load_model_state(list(self.megatron_parallel), checkpoint["state_dict"], strict=strict)
