@@ -1,0 +1,27 @@
+"""Parameter-efficient fine-tuning (NeMo 2.0's `llm.peft`): `LoRA`, `merge`.
+
+Names load on first use: `import nemo_lite.llm.peft` imports neither torch nor megatron.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nemo_lite._lazy import lazy_exports
+
+_EXPORTS = {
+    "LoRA": "nemo_lite.llm.peft.lora",
+    "merge": "nemo_lite.llm.peft.lora",
+    "LoRAConfigError": "nemo_lite.llm.peft.lora",
+}
+
+__all__ = sorted(_EXPORTS)
+_export, _export_names = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    return _export(name)
+
+
+def __dir__() -> list[str]:
+    return _export_names()

@@ -1,0 +1,181 @@
+"""LoRA (low-rank adaptation): NeMo 2.0's `llm.peft.LoRA`, as a model transform.
+
+`llm.finetune(model, data, trainer, peft=LoRA(...))` sets it as the model's `model_transform`,
+which `GPTModel.configure_model` applies once the megatron chunks exist: every base parameter
+is frozen and each target linear gets a tensor-parallel adapter (`lora_layers.LoRALinear`).
+Only the adapters require grad, so megatron's DDP and optimizer hold only them, and the
+model's checkpoints keep only them (`checkpoint_trainable_only`): the frozen base weights are
+read from the checkpoint they were restored from (RestoreConfig), also on resume.
+
+This module stays free of torch / megatron imports at load time (recipes configure `LoRA`).
+"""
+
+import fnmatch
+import logging
+from typing import Any, Optional
+
+from nemo_lite.io.capture import IOMixin
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
+TRAINABLE_ONLY_ATTR = "checkpoint_trainable_only"  # read by nemo_lite.lightning.checkpoint_io
+
+
+class LoRAConfigError(ValueError):
+    """A LoRA setting that cannot work with this model or layout."""
+
+
+class LoRA(IOMixin):
+    """Freeze the model and add `(alpha / dim) * B @ A` beside each target linear.
+
+    `target_modules`: module names (`linear_qkv`) or fnmatch patterns over full names
+    (`*.layers.0.*.linear_qkv`). `dim`: the rank. `dropout` applies to the adapter's input
+    (`dropout_position="pre"`) or output (`"post"`). `seed` seeds A (B starts at zero).
+    """
+
+    def __init__(
+        self,
+        target_modules: Optional[list[str]] = None,
+        dim: int = 8,
+        alpha: int = 16,
+        dropout: float = 0.0,
+        dropout_position: str = "pre",
+        seed: int = 1234,
+    ) -> None:
+        if dim <= 0:
+            raise LoRAConfigError(f"LoRA(dim={dim}): the adapter rank must be a positive integer.")
+        if dropout_position not in ("pre", "post"):
+            raise LoRAConfigError(
+                f"LoRA(dropout_position={dropout_position!r}): use 'pre' or 'post'.")
+        self.target_modules = list(target_modules or DEFAULT_TARGETS)
+        self.dim = dim
+        self.alpha = alpha
+        self.dropout = dropout
+        self.dropout_position = dropout_position
+        self.seed = seed
+
+    def __call__(self, model: Any) -> Any:
+        """Apply to a GPTModel (its megatron chunks), a megatron model, or a list of them."""
+        for chunk in megatron_chunks(model):
+            self._apply(chunk)
+        return model
+
+    def _apply(self, chunk: Any) -> None:
+        config = chunk.config
+        if getattr(config, "sequence_parallel", False):
+            raise LoRAConfigError(
+                "LoRA does not support sequence parallelism yet: set "
+                "MegatronStrategy(sequence_parallel=False) for LoRA fine-tuning.")
+        tp = config.tensor_model_parallel_size or 1
+        if self.dim % tp:
+            raise LoRAConfigError(
+                f"LoRA(dim={self.dim}) must be divisible by the tensor-parallel size {tp} "
+                f"(the adapter is split across TP ranks): pick dim={tp * max(1, self.dim // tp)}.")
+        for param in chunk.parameters():
+            param.requires_grad_(False)
+        wrapped = 0
+        for _name, module, parent, attr, layer_name in _targets(chunk, self.target_modules):
+            setattr(parent, attr, self._wrap(module, config, layer_name, attr))
+            wrapped += 1
+        if not wrapped:
+            raise LoRAConfigError(
+                f"LoRA: no module of the model matches target_modules={self.target_modules}. "
+                f"Use names such as {DEFAULT_TARGETS}.")
+        setattr(chunk, TRAINABLE_ONLY_ATTR, True)
+        log.info("LoRA: %d adapters (dim %d, alpha %s)", wrapped, self.dim, self.alpha)
+
+    def _wrap(self, module: Any, config: Any, layer_name: str, attr: str) -> Any:
+        from nemo_lite.llm.peft.lora_layers import (
+            LoRAAdapter,
+            LoRALinear,
+            layer_seed,
+            parallel_mode,
+        )
+
+        mode = parallel_mode(module)
+        tp = config.tensor_model_parallel_size or 1
+        out_local, in_local = module.weight.shape
+        in_features = in_local * tp if mode == "row" else in_local
+        out_features = out_local * tp if mode == "column" else out_local
+        glu = attr == "linear_fc1" and bool(getattr(config, "gated_linear_unit", False))
+        adapter = LoRAAdapter(mode, in_features, out_features, self.dim, self.alpha,
+                              self.dropout, self.dropout_position, config, glu_output=glu,
+                              seed=layer_seed(self.seed, layer_name))
+        adapter.to(device=module.weight.device)
+        return LoRALinear(module, adapter)
+
+    def merge(self, model: Any) -> Any:
+        """Fold the adapters into the base weights (see `merge`)."""
+        return merge(model)
+
+
+def merge(model: Any) -> Any:
+    """Collective over each TP group: replace every LoRALinear by its base linear with
+    `W += (alpha / dim) * B @ A` (per TP shard); the model then gives the same outputs
+    without adapters and checkpoints whole again. Parameters stay frozen."""
+    import torch
+
+    from nemo_lite.llm.peft.lora_layers import LoRALinear
+
+    for chunk in megatron_chunks(model):
+        found = [(n, m) for n, m in chunk.named_modules() if isinstance(m, LoRALinear)]
+        for name, wrapper in found:
+            parent_name, _, attr = name.rpartition(".")
+            parent = chunk.get_submodule(parent_name) if parent_name else chunk
+            with torch.no_grad():
+                setattr(parent, attr, wrapper.merged())
+        if hasattr(chunk, TRAINABLE_ONLY_ATTR):
+            delattr(chunk, TRAINABLE_ONLY_ATTR)
+    return model
+
+
+def megatron_chunks(model: Any) -> list:
+    """The megatron modules inside a GPTModel / DDP / Float16Module wrapper or a list."""
+    import torch
+
+    from nemo_lite.lightning.checkpoint_io import unwrap
+
+    if isinstance(model, (list, tuple, torch.nn.ModuleList)):
+        return [unwrap(m) for m in model]
+    inner = getattr(model, "module", None)
+    if isinstance(inner, torch.nn.ModuleList):  # nemo_lite's GPTModel (LightningModule)
+        return [unwrap(m) for m in inner]
+    if inner is None and hasattr(model, "configure_model"):
+        raise LoRAConfigError("LoRA needs the built model: apply it after configure_model() "
+                              "(GPTModel does so through its model_transform).")
+    return [unwrap(model)]
+
+
+def _targets(chunk: Any, patterns: list[str]):
+    """(name, module, parent, attribute, stable layer name) of each linear to adapt.
+
+    The stable name uses the layer's global number (`layer_number`), so a layer's adapter
+    gets the same seed whatever the pipeline split.
+    """
+    from nemo_lite.llm.peft.lora_layers import LoRALinear, parallel_mode
+
+    layer_names: dict[str, str] = {}
+    for name, module in chunk.named_modules():
+        if hasattr(module, "layer_number") and hasattr(module, "mlp"):  # a TransformerLayer
+            layer_names[name] = f"layer{module.layer_number}"
+    found, skipped_experts = [], 0
+    for name, module in list(chunk.named_modules()):
+        parent_name, _, attr = name.rpartition(".")
+        parent = chunk.get_submodule(parent_name) if parent_name else chunk
+        if isinstance(module, LoRALinear) or isinstance(parent, LoRALinear):
+            continue
+        if not any(attr == p or fnmatch.fnmatchcase(name, p) for p in patterns):
+            continue
+        if parallel_mode(module) is None or not hasattr(module, "weight"):
+            continue
+        if getattr(module, "is_expert", False):
+            skipped_experts += 1
+            continue
+        owner = max((n for n in layer_names if name.startswith(n + ".")), key=len, default=None)
+        stable = name if owner is None else f"{layer_names[owner]}{name[len(owner):]}"
+        found.append((name, module, parent, attr, stable))
+    if skipped_experts:
+        log.warning("LoRA: %d MoE expert linears left without adapters (not supported yet)",
+                    skipped_experts)
+    return found

@@ -1,0 +1,150 @@
+"""LoRA runs for tests/peft and tests/distributed/test_lora.py; facts go to a JSON file.
+
+Usage: torchrun --nproc-per-node N lora_run.py SPEC.json OUT.json
+SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "steps": 6,
+            "save_every": 3, "restore": PATH | null, "resume": PATH | null,
+            "merge_check": false}, ...]}
+A "base" run trains the plain model (the "pretrained" checkpoint); a "lora" run fine-tunes it
+with llm.finetune(peft=LoRA(...)) from `restore` (RestoreConfig) or resumes `resume`.
+Rank 0 writes, per run: losses, and (lora) what changed in training, what the optimizer holds,
+the logits at the start vs the base model's, and (merge_check) adapted vs merged logits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from megatron.core.optimizer import OptimizerConfig
+
+from nemo_lite import lightning as nl
+from nemo_lite import llm
+from nemo_lite.llm.peft.lora import LoRA, merge
+
+SEQ = 32
+VOCAB = 512
+
+
+def held_out_batch() -> dict[str, torch.Tensor]:
+    """Mock samples far beyond the ones any run trains on."""
+    from nemo_lite.llm.data.mock import MockGPTDataset
+
+    dataset = MockGPTDataset(num_samples=10**6, seq_length=SEQ, vocab_size=258, seed=1234)
+    samples = [dataset[i] for i in range(500_000, 500_008)]
+    return {k: torch.stack([s[k] for s in samples]) for k in ("tokens", "labels", "position_ids")}
+
+
+@torch.no_grad()
+def logits(pl_module, labels: bool = False) -> torch.Tensor:
+    """This rank's logits (TP: its vocabulary shard), or with `labels` the per-token loss."""
+    chunk = pl_module.module[0]
+    was_training = chunk.training
+    chunk.eval()
+    batch = held_out_batch()
+    out = chunk(batch["tokens"], batch["position_ids"], None,
+                labels=batch["labels"] if labels else None)
+    chunk.train(was_training)
+    return out.float()
+
+
+def trainable_names(pl_module) -> set[str]:
+    return {n for n, p in pl_module.module.named_parameters() if p.requires_grad}
+
+
+class Probe(pl.Callback):
+    """Records what the tests check, at the start and the end of a run."""
+
+    def __init__(self, run: dict, work: Path, out: dict) -> None:
+        self.run, self.work, self.out = run, work, out
+        self.losses: list[float] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = {n: p.detach().clone() for n, p in pl_module.module.named_parameters()}
+        self.start_logits = logits(pl_module)
+        self.out["held_out_loss_start"] = float(logits(pl_module, labels=True).mean())
+        if self.run["kind"] == "lora" and self.run.get("restore"):
+            base = torch.load(self.work / f"base_logits_rank{trainer.global_rank}.pt")
+            self.out["init_vs_base_max_diff"] = float((self.start_logits - base).abs().max())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        out = self.out
+        out["losses"] = self.losses
+        end_logits = logits(pl_module)
+        out["held_out_loss_end"] = float(logits(pl_module, labels=True).mean())
+        if self.run["kind"] == "base":
+            torch.save(end_logits, self.work / f"base_logits_rank{trainer.global_rank}.pt")
+            return
+        params = dict(pl_module.module.named_parameters())
+        trainable = trainable_names(pl_module)
+        out["trainable"] = sorted(trainable)
+        out["frozen_changed"] = sorted(n for n, p in params.items() if n not in trainable
+                                       and not torch.equal(p.detach(), self.start[n]))
+        out["trainable_unchanged"] = sorted(n for n in trainable
+                                            if torch.equal(params[n].detach(), self.start[n]))
+        optimizer = trainer.optimizers[0].mcore
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        out["optimizer_params"] = len(held)
+        out["optimizer_holds_trainable_only"] = held == {id(params[n]) for n in trainable}
+        out["total_params"] = sum(p.numel() for p in params.values())
+        out["trainable_numel"] = sum(params[n].numel() for n in trainable)
+        if self.run.get("merge_check"):
+            merge(pl_module)
+            merged = logits(pl_module)
+            out["merge_max_diff"] = float((merged - end_logits).abs().max())
+            out["merge_scale"] = float(end_logits.abs().max())
+            out["adapter_effect"] = float((end_logits - self.start_logits).abs().max())
+            out["merged_has_adapters"] = any(".adapter." in n for n, _ in
+                                             pl_module.module.named_parameters())
+
+
+def train(run: dict, work: Path) -> dict:
+    out: dict = {}
+    strategy = nl.MegatronStrategy(tensor_model_parallel_size=run.get("tp", 1))
+    trainer = nl.Trainer(
+        strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
+        max_steps=run["steps"], limit_val_batches=0, num_sanity_val_steps=0,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[Probe(run, work, out)], plugins=nl.MegatronMixedPrecision(precision="32"))
+    lr = run.get("lr", 3e-3)
+    optim = nl.MegatronOptimizerModule(
+        OptimizerConfig(lr=lr, optimizer="adam", clip_grad=1.0, weight_decay=0.01),
+        lr_scheduler=nl.CosineAnnealingScheduler(max_steps=run.get("sched_steps", 12),
+                                                warmup_steps=1, min_lr=lr / 10))
+    config = llm.GPTConfig(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
+                           vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0)
+    model = llm.GPTModel(config, optim=optim)
+    data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=4)
+    log = nl.NeMoLogger(explicit_log_dir=str(work / run["name"]), tensorboard=False,
+                        ckpt=nl.ModelCheckpoint(every_n_train_steps=run.get("save_every", 3),
+                                                save_top_k=-1))
+    if run["kind"] == "base":
+        llm.train(model, data, trainer, log=log)
+        return out
+    if run.get("resume"):
+        resume = nl.AutoResume(resume_from_path=run["resume"])
+    else:
+        resume = nl.AutoResume(restore_config=nl.RestoreConfig(path=run["restore"]))
+    llm.finetune(model, data, trainer, log=log, resume=resume,
+                 peft=LoRA(dim=8, alpha=16, dropout=0.0))
+    return out
+
+
+def main() -> None:
+    spec = json.load(open(sys.argv[1]))
+    work = Path(spec["work"])
+    results = {}
+    for run in spec["runs"]:
+        results[run["name"]] = train(run, work)
+    if torch.distributed.get_rank() == 0:
+        Path(sys.argv[2]).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
