@@ -1,6 +1,6 @@
 """Masked SFT loss of the same examples, packed and unpacked, on CPU ranks (gloo); writes JSON.
 
-Usage: torchrun --nproc-per-node 2 packed_parity_run.py DATA.jsonl OUT.json
+Usage: torchrun --nproc-per-node 2 packed_parity_run.py DATA.jsonl OUT.json INIT_DIR
 Every example of DATA.jsonl goes through FineTuningDataModule's validation loader (each example
 once; the last global batch is padded with all-masked rows), gpt_data_step and gpt_forward_step of
 a tiny megatron GPT (local layer spec, ContextParallelDotProductAttention). For each model and
@@ -8,6 +8,8 @@ layout it records the sum of masked per-token losses and the token count, summed
 data-parallel ranks. Models: "gpt" (learned absolute positions), "gpt_rope", "llama" (RoPE, GQA,
 SwiGLU, RMSNorm). Layouts: TP1 (DP2 on 2 ranks) and TP2 (+SP). A control run feeds the packed
 rows without cu_seqlens (documents attend to each other) to show the comparison can fail.
+Then nl.Trainer trains the llama model 3 steps at TP2, each global batch the whole
+data set, unpacked and packed, from the same initial weights: the per-step losses must agree.
 """
 
 import json
@@ -40,7 +42,8 @@ def build(kind: str, tp: int, sp: bool):
 
     common = dict(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
                   vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0,
-                  tensor_model_parallel_size=tp, sequence_parallel=sp)
+                  tensor_model_parallel_size=tp, sequence_parallel=sp,
+                  init_method_std=0.1)  # sharper attention: leaks across documents show
     if kind == "gpt":
         config = GPTConfig(**common)
     elif kind == "gpt_rope":
@@ -81,6 +84,41 @@ def masked_loss(model, module, drop_cu_seqlens: bool = False) -> dict:
     return {"loss_sum": total[0].item(), "tokens": total[1].item(), "micro_batches": total[2].item()}
 
 
+def train(path: str, packed: bool, init_dir: str) -> list[float]:
+    import lightning.pytorch as pl
+    from megatron.core.optimizer import OptimizerConfig
+
+    from nemo_lite import lightning as nl
+    from nemo_lite.llm.gpt.config import LlamaConfig
+    from nemo_lite.llm.gpt.model import GPTModel
+
+    losses: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            if not packed:
+                trainer.strategy.save_weights(init_dir)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            losses.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
+
+    mbs = 1 if packed else 2
+    rows = len(data(path, packed, mbs, gbs=1).rows("train"))
+    module = data(path, packed, mbs, gbs=rows)  # one global batch = the whole data set
+    restore = nl.RestoreConfig(path=init_dir) if packed else None
+    strategy = nl.MegatronStrategy(tensor_model_parallel_size=dist.get_world_size(),
+                                   restore_config=restore)  # DP1: any number of rows per batch
+    trainer = nl.Trainer(strategy=strategy, devices=dist.get_world_size(), accelerator="cpu",
+                         max_steps=3, enable_progress_bar=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, enable_model_summary=False, callbacks=[Record()],
+                         plugins=nl.MegatronMixedPrecision(precision="32"))
+    optim = nl.MegatronOptimizerModule(OptimizerConfig(lr=3e-3, optimizer="adam", clip_grad=1.0))
+    config = LlamaConfig(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
+                         vocab_size=VOCAB, num_query_groups=2, ffn_hidden_size=128)
+    trainer.fit(GPTModel(config, optim=optim), module)
+    return losses
+
+
 def main() -> None:
     dist.init_process_group("gloo")
     path, out_path = sys.argv[1], sys.argv[2]
@@ -101,6 +139,9 @@ def main() -> None:
                     model, packed, drop_cu_seqlens=True)
         results[f"rows {name}"] = {"unpacked": len(unpacked.rows("validation")),
                                    "packed": len(packed.rows("validation"))}
+    init_dir = sys.argv[3]
+    results["train unpacked"] = train(path, packed=False, init_dir=init_dir)
+    results["train packed"] = train(path, packed=True, init_dir=init_dir)
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(results, f, indent=1)
