@@ -204,3 +204,21 @@ def test_epochs_cover_max_steps(tmp_path):
     assert data._epochs(24) == 1
     data.trainer = SimpleNamespace(max_steps=10)
     assert data._epochs(24) == 4  # 80 samples over 24 examples
+
+
+def test_recipe_factory_builds_and_the_saved_context_rebuilds_it(tmp_path):
+    import fiddle as fdl
+
+    from nemo_lite.io import load_context, save_context
+    from recipes.sft_data import finetuning_data
+
+    path = write(tmp_path / "a.jsonl", {"input": "a", "output": "b"})
+    config = finetuning_data(train_path=path, seq_length=8, global_batch_size=2,
+                             packed_sequence=True)
+    data = fdl.build(config)
+    assert isinstance(data, FineTuningDataModule) and data.packed and data.micro_batch_size == 1
+    save_context(tmp_path / "ckpt", data=data)
+    again = load_context(tmp_path / "ckpt", subpath="data")
+    assert isinstance(again, FineTuningDataModule)
+    assert (again.packed, again.seq_length, again.paths["train"]) == (True, 8, data.paths["train"])
+    assert isinstance(again.tokenizer, ByteTokenizer)
