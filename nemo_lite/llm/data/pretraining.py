@@ -123,7 +123,8 @@ def parse_split(split: str) -> str:
             f"split={split!r} does not parse: give up to three comma-separated non-negative "
             "numbers for train, validation, test, e.g. split='900,50,50'.")
     if sum(float(p) for p in parts) <= 0:
-        raise DataConfigError(f"split={split!r} gives every split weight 0: e.g. split='900,50,50'.")
+        raise DataConfigError(f"split={split!r} gives every split weight 0: "
+                              "e.g. split='900,50,50'.")
     return ",".join(parts)
 
 
@@ -244,6 +245,22 @@ class MegatronSamples(Dataset):
         return out
 
 
+class UnsizedBatches:
+    """Megatron's batch sampler without a length, for training.
+
+    Lightning counts steps while the sampler yields micro-batches (several per step); given a
+    length, a resumed run adds its restored step count to the micro-batches it fetches, ends the
+    epoch before the samples run out and restarts the sampler: samples repeat. Unsized, the
+    epoch ends only when the samples do, and training at max_steps.
+    """
+
+    def __init__(self, sampler: MegatronPretrainingBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.sampler)
+
+
 @contextlib.contextmanager
 def _process_group() -> Iterator[None]:
     """Megatron's builders call torch.distributed (BlendedDataset's cache even when no group
@@ -345,9 +362,10 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
         if isinstance(limit, float) and limit > 0:  # a fraction: one epoch of the split
             if weighted:
                 raise DataConfigError(
-                    f"limit_{name}_batches={limit} (a fraction) asks for a whole epoch of a weighted "
-                    f"blend, which megatron cannot size: set trainer limit_{name}_batches to a "
-                    f"number of batches, or num_{name}_samples, or give paths per split.")
+                    f"limit_{name}_batches={limit} (a fraction) asks for a whole epoch of a "
+                    f"weighted blend, which megatron cannot size: set trainer "
+                    f"limit_{name}_batches to a number of batches, or num_{name}_samples, or "
+                    "give paths per split.")
             return None
         return int(runs * limit * self.global_batch_size)
 
@@ -425,7 +443,8 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
         with _process_group():
             built = BlendedMegatronDatasetBuilder(
                 GPTDataset, [sizes.get(s, 0) for s in SPLITS], lambda: True, config).build()
-        self.datasets = {s: d for s, d in zip(SPLITS, built, strict=True) if s in sizes and d is not None}
+        self.datasets = {s: d for s, d in zip(SPLITS, built, strict=True)
+                         if s in sizes and d is not None}
 
     def _config(self, splits: set) -> Any:
         from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
@@ -437,8 +456,9 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
             blends["blend_per_split"] = [self.blends[s] if s in splits else None for s in SPLITS]
         config = GPTDatasetConfig(
             random_seed=self.seed, sequence_length=self.seq_length,
-            tokenizer=MegatronTokenizerAdapter(self.tokenizer), path_to_cache=self.index_mapping_dir,
-            reset_position_ids=self.reset_position_ids, reset_attention_mask=self.reset_attention_mask,
+            tokenizer=MegatronTokenizerAdapter(self.tokenizer),
+            path_to_cache=self.index_mapping_dir, reset_position_ids=self.reset_position_ids,
+            reset_attention_mask=self.reset_attention_mask,
             eod_mask_loss=self.eod_mask_loss, create_attention_mask=self.create_attention_mask,
             num_dataset_builder_threads=self.num_dataset_builder_threads, **blends)
         if config.split_matrix is not None:  # splits this stage does not use are not built
@@ -474,10 +494,12 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, split: str, consumed: int, drop_last: bool) -> DataLoader:
         rank, size = _data_parallel()
-        sampler = MegatronPretrainingBatchSampler(
+        sampler: Any = MegatronPretrainingBatchSampler(
             total_samples=len(self.datasets[split]), consumed_samples=consumed,
             micro_batch_size=self.micro_batch_size, global_batch_size=self.global_batch_size,
             data_parallel_rank=rank, data_parallel_size=size, drop_last=drop_last)
+        if split == "train":
+            sampler = UnsizedBatches(sampler)
         return DataLoader(MegatronSamples(self.datasets[split]), batch_sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers)
