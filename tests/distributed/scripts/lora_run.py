@@ -3,7 +3,8 @@
 Usage: torchrun --nproc-per-node N lora_run.py SPEC.json OUT.json
 SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "steps": 6,
             "save_every": 3, "restore": PATH | null, "resume": PATH | null,
-            "merge_check": false}, ...]}
+            "merge_check": false, "lr": 3e-3, "expect_error": false, "peft": true,
+            "manifest_edit": {...}}, ...]}
 A "base" run trains the plain model (the "pretrained" checkpoint); a "lora" run fine-tunes it
 with llm.finetune(peft=LoRA(...)) from `restore` (RestoreConfig) or resumes `resume`.
 Rank 0 writes, per run: losses, and (lora) what changed in training, what the optimizer holds,
@@ -66,9 +67,10 @@ class Probe(pl.Callback):
         self.start = {n: p.detach().clone() for n, p in pl_module.module.named_parameters()}
         self.start_logits = logits(pl_module)
         self.out["held_out_loss_start"] = float(logits(pl_module, labels=True).mean())
-        if self.run["kind"] == "lora" and self.run.get("restore"):
-            base = torch.load(self.work / f"base_logits_rank{trainer.global_rank}.pt")
-            self.out["init_vs_base_max_diff"] = float((self.start_logits - base).abs().max())
+        base = self.work / f"base_logits_ranks{trainer.world_size}_{trainer.global_rank}.pt"
+        if self.run["kind"] == "lora" and self.run.get("restore") and base.exists():
+            diff = self.start_logits - torch.load(base)  # same layout as the base run
+            self.out["init_vs_base_max_diff"] = float(diff.abs().max())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
@@ -79,7 +81,8 @@ class Probe(pl.Callback):
         end_logits = logits(pl_module)
         out["held_out_loss_end"] = float(logits(pl_module, labels=True).mean())
         if self.run["kind"] == "base":
-            torch.save(end_logits, self.work / f"base_logits_rank{trainer.global_rank}.pt")
+            torch.save(end_logits, self.work /
+                       f"base_logits_ranks{trainer.world_size}_{trainer.global_rank}.pt")
             return
         params = dict(pl_module.module.named_parameters())
         trainable = trainable_names(pl_module)
@@ -128,12 +131,29 @@ def train(run: dict, work: Path) -> dict:
         llm.train(model, data, trainer, log=log)
         return out
     if run.get("resume"):
-        resume = nl.AutoResume(resume_from_path=run["resume"])
+        resume = nl.AutoResume(resume_from_path=copy_with_manifest_edit(run, work))
     else:
         resume = nl.AutoResume(restore_config=nl.RestoreConfig(path=run["restore"]))
-    llm.finetune(model, data, trainer, log=log, resume=resume,
-                 peft=LoRA(dim=8, alpha=16, dropout=0.0))
+    peft = LoRA(dim=8, alpha=16, dropout=0.0) if run.get("peft", True) else None
+    llm.finetune(model, data, trainer, log=log, resume=resume, peft=peft)
     return out
+
+
+def copy_with_manifest_edit(run: dict, work: Path) -> str:
+    """`run["resume"]`, or a copy of it whose manifest has `run["manifest_edit"]` applied."""
+    edit = run.get("manifest_edit")
+    if not edit:
+        return run["resume"]
+    import shutil
+
+    copy = work / f"{run['name']}_source" / Path(run["resume"]).name
+    if int(os.environ.get("RANK", "0")) == 0:
+        shutil.copytree(run["resume"], copy)
+        manifest = json.loads((copy / "nemo_lite.json").read_text())
+        (copy / "nemo_lite.json").write_text(json.dumps({**manifest, **edit}))
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return str(copy)
 
 
 def main() -> None:
@@ -141,7 +161,14 @@ def main() -> None:
     work = Path(spec["work"])
     results = {}
     for run in spec["runs"]:
-        results[run["name"]] = train(run, work)
+        if not run.get("expect_error"):
+            results[run["name"]] = train(run, work)
+            continue
+        try:
+            train(run, work)
+            results[run["name"]] = {"error": None}
+        except Exception as error:  # noqa: BLE001 - the test checks type and message
+            results[run["name"]] = {"error": type(error).__name__, "message": str(error)}
     if torch.distributed.get_rank() == 0:
         Path(sys.argv[2]).write_text(json.dumps(results, indent=1))
 
