@@ -1,0 +1,98 @@
+"""LoRA at TP2 (2 CPU ranks, gloo) matches LoRA at TP1 for the same weights.
+
+A single-rank launch trains the base model 2 steps (its checkpoint is the pretrained model)
+and fine-tunes it with LoRA for 6 steps, saving at step 3. A two-rank launch at TP2 then
+(1) fine-tunes the same base from scratch for 3 steps: the seeded adapters start the same at
+any TP size, so the losses must be TP1's; (2) resumes TP1's step-3 LoRA checkpoint (non-zero
+B, resharded to TP2; base weights from the base checkpoint) for steps 4-6: TP1's losses again;
+then merges the adapters at TP2 and compares the outputs, and its step-6 checkpoint must hold
+adapter tensors only, with the same global shapes as TP1's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import torchrun
+
+pytestmark = pytest.mark.distributed
+
+BASE = "base/checkpoints/step=2-consumed_samples=16"
+STEP3 = "checkpoints/step=3-consumed_samples=24"
+STEP6 = "checkpoints/step=6-consumed_samples=48"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("lora_tp")
+    tp1 = [
+        {"name": "base", "kind": "base", "steps": 2, "save_every": 2},
+        {"name": "tp1", "kind": "lora", "steps": 6, "lr": 1e-2, "save_every": 3,
+         "restore": str(work / BASE)},
+    ]
+    tp2 = [
+        {"name": "tp2_fresh", "kind": "lora", "tp": 2, "steps": 3, "lr": 1e-2, "save_every": 3,
+         "restore": str(work / BASE)},
+        {"name": "tp2_resumed", "kind": "lora", "tp": 2, "steps": 6, "lr": 1e-2,
+         "save_every": 3, "resume": str(work / "tp1" / STEP3), "merge_check": True},
+    ]
+    out = {}
+    for nproc, spec in ((1, tp1), (2, tp2)):
+        spec_file, out_file = work / f"spec{nproc}.json", work / f"out{nproc}.json"
+        spec_file.write_text(json.dumps({"work": str(work), "runs": spec}))
+        torchrun(nproc, "lora_run.py", str(spec_file), str(out_file))
+        out.update(json.loads(out_file.read_text()))
+    return work, out
+
+
+def tensor_shapes(checkpoint: Path) -> dict[str, tuple]:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    metadata = FileSystemReader(str(checkpoint / "weights")).read_metadata()
+    return {k: tuple(v.size) for k, v in metadata.state_dict_metadata.items()
+            if hasattr(v, "size")}
+
+
+def test_tp2_starts_like_tp1(runs):
+    _, out = runs
+    assert out["tp2_fresh"]["losses"] == pytest.approx(out["tp1"]["losses"][:3], rel=1e-5)
+    assert out["tp2_fresh"]["held_out_loss_start"] == pytest.approx(
+        out["base"]["held_out_loss_end"], rel=1e-6)
+
+
+def test_tp2_with_trained_adapters_matches_tp1(runs):
+    _, out = runs
+    assert out["tp2_resumed"]["losses"] == pytest.approx(out["tp1"]["losses"][3:], rel=1e-5)
+    assert out["tp2_resumed"]["held_out_loss_end"] == pytest.approx(
+        out["tp1"]["held_out_loss_end"], rel=1e-5)
+    assert out["tp2_resumed"]["frozen_changed"] == []
+
+
+def test_tp2_splits_the_adapters(runs):
+    _, out = runs
+    assert out["tp2_resumed"]["optimizer_holds_trainable_only"]
+    # every adapter half is split over the 2 TP ranks: half of TP1's adapter elements each
+    assert 2 * out["tp2_resumed"]["trainable_numel"] == out["tp1"]["trainable_numel"]
+
+
+def test_merge_at_tp2_keeps_the_outputs(runs):
+    _, out = runs
+    resumed = out["tp2_resumed"]
+    assert resumed["adapter_effect"] > 1e-2
+    assert resumed["merge_max_diff"] <= 1e-5 * max(1.0, resumed["merge_scale"])
+    assert not resumed["merged_has_adapters"]
+
+
+def test_tp2_checkpoint_holds_adapters_only_with_global_shapes(runs):
+    work, _ = runs
+    tp2 = tensor_shapes(work / "tp2_resumed" / STEP6)
+    tp1 = tensor_shapes(work / "tp1" / STEP6)
+    assert tp2 and all(".adapter.linear_" in k for k in tp2), sorted(tp2)
+    assert tp2 == tp1
+    manifest = json.loads((work / "tp2_resumed" / STEP6 / "nemo_lite.json").read_text())
+    assert manifest["model_part"] == "trainable"
+    assert Path(manifest["base_weights"]) == (work / BASE).resolve()
+    assert manifest["layout"]["tensor_model_parallel_size"] == 2
