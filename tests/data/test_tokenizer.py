@@ -90,12 +90,15 @@ def test_trained_bpe_round_trips_and_compresses(bpe_dir, corpus):
     assert tok.ids_to_text([*tok.text_to_ids("a b"), tok.eos_id, tok.pad_id]) == "a b"
 
 
-def test_bpe_training_writes_hf_config_and_metadata(bpe_dir, corpus):
+def test_bpe_training_writes_hf_config_and_metadata(bpe_dir, corpus, tmp_path):
     config = json.loads((bpe_dir / "tokenizer_config.json").read_text())
     assert (config["eos_token"], config["pad_token"]) == (EOD_TOKEN, PAD_TOKEN)
     meta = json.loads((bpe_dir / "nemo_lite_tokenizer.json").read_text())
     assert meta["documents"] == len(corpus_texts(corpus))
     assert meta["vocab_size"] == HFTokenizer(str(bpe_dir)).vocab_size
+    train_bpe_tokenizer([str(corpus)], vocab_size=600, output_dir=str(tmp_path / "again"))
+    assert (tmp_path / "again" / "tokenizer.json").read_bytes() == \
+        (bpe_dir / "tokenizer.json").read_bytes()  # same files -> same tokenizer
 
 
 def test_bpe_training_reads_plain_text_and_refuses_empty_input(workdir, tmp_path):
