@@ -170,13 +170,15 @@ def test_dataset_root_splits_and_optional_validation(tmp_path):
 
 def test_packed_module_rows_and_recorded_config(tmp_path):
     lines = [{"input": "x" * n, "output": "y" * n} for n in (1, 2, 3, 4, 5)]
-    data = module(write(tmp_path / "a.jsonl", *lines), seq_length=12, packed_sequence=True)
+    data = module(write(tmp_path / "a.jsonl", *lines), seq_length=11, packed_sequence_size=20)
     rows = data.rows("train")
-    assert data.packed_size == 12 and rows.size == 12
+    # rows of 20 tokens (what Megatron's schedule reads as seq_length); examples cut at 11
+    assert (data.seq_length, data.max_example_length, rows.size) == (20, 11, 20)
+    assert max(e.num_tokens for e in rows.examples) == 10  # "xxxxx" + "yyyyy" + eos: 11 ids
     total = sum(int(rows[i]["loss_mask"].sum()) for i in range(len(rows)))
     assert total == sum(n + 1 for n in (1, 2, 3, 4, 5))  # each answer and its eos
     args = captured(data).arguments
-    assert args["packed_sequence"] is True and args["train_path"].endswith("a.jsonl")
+    assert args["packed_sequence_size"] == 20 and args["train_path"].endswith("a.jsonl")
     # NeMo-Run parses overrides from real annotations (no PEP 563 strings)
     hints = typing.get_type_hints(FineTuningDataModule.__init__)
     assert hints["packed_sequence_size"] == typing.Optional[int]

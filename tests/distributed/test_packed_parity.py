@@ -3,7 +3,7 @@
 One torchrun launch (2 ranks, scripts/packed_parity_run.py) runs a tiny megatron GPT with learned
 positions, one with RoPE and a Llama-style one (RoPE, GQA, SwiGLU) over every example of a jsonl
 file, unpacked (padded rows) and packed (first-fit-decreasing rows with cu_seqlens), at TP1 (DP2),
-TP2 and TP2+SP; then trains the Llama model 3 steps at TP2 both ways (each global batch = the data set).
+TP2 and TP2+SP; then trains the Llama model 3 steps at TP2 both ways (and packed at PP2) (each global batch = the data set).
 """
 
 import json
@@ -92,7 +92,8 @@ def test_without_cu_seqlens_documents_leak_and_the_loss_changes(results, model):
 
 def test_training_packed_repeats_the_unpacked_losses(results):
     out, _ = results
-    unpacked, packed = out["train unpacked"], out["train packed"]
-    assert len(unpacked) == len(packed) == 3
+    unpacked, packed, pp2 = out["train unpacked"], out["train packed"], out["train packed PP2"]
+    assert len(unpacked) == len(packed) == len(pp2) == 3
     assert max(rel(a, b) for a, b in zip(packed, unpacked, strict=True)) <= 1e-5
+    assert max(rel(a, b) for a, b in zip(pp2, unpacked, strict=True)) <= 1e-5
     assert unpacked[-1] < unpacked[0]

@@ -15,9 +15,11 @@ ids[1:]), so a long answer loses its tail (and its eos). An example with no trai
 `drop_long_prompts=True`, is skipped and counted in one warning.
 
 Unpacked, each example is padded to `seq_length` (pad tokens masked). Packed
-(`packed_sequence=True` or a `packed_sequence_size`), examples are packed into rows by
-`nemo_lite.llm.data.packing` (one row per micro-batch, THD layout: `micro_batch_size` must be 1,
-and `global_batch_size` counts rows). Training order is a seeded shuffle per epoch (of examples,
+(`packed_sequence=True` or a `packed_sequence_size`, default `seq_length`), examples are packed
+into rows by `nemo_lite.llm.data.packing` (one row per micro-batch, THD layout: `micro_batch_size`
+must be 1, and `global_batch_size` counts rows). The module's `seq_length` attribute is then the
+packed row length, which Megatron's schedule (and the model's `seq_length`, as in NeMo) must
+match; `max_example_length` keeps the truncation length. Training order is a seeded shuffle per epoch (of examples,
 or of packed rows); validation and test keep file order. Sampling uses Megatron's batch sampler
 and resumes at the checkpoint's consumed samples, as `MockDataModule` does.
 """
@@ -313,7 +315,9 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         }
         self.explicit = {split for split, p in paths.items() if p is not None}
         self.dataset_root = dataset_root
-        self.seq_length = seq_length
+        self.max_example_length = seq_length  # truncation length of one example
+        # What Megatron's schedule reads: the length of every row the model sees.
+        self.seq_length = self.packed_size if self.packed else seq_length
         self.tokenizer = tokenizer or ByteTokenizer()
         if getattr(self.tokenizer, "eos_id", None) is None:
             raise FineTuningDataError("the tokenizer has no eos_id: answers must end with eos.")
@@ -338,12 +342,12 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
                                 and not path.is_file()):
                 self._rows[split] = None
             else:
-                examples = load_examples(path, self.tokenizer, self.seq_length,
+                examples = load_examples(path, self.tokenizer, self.max_example_length,
                                          self.prompt_template, self.answer_only_loss,
                                          self.drop_long_prompts)
                 self._rows[split] = (PackedRows(examples, self.packed_size, self.pad_id)
                                      if self.packed else
-                                     PaddedRows(examples, self.seq_length, self.pad_id))
+                                     PaddedRows(examples, self.max_example_length, self.pad_id))
         return self._rows[split]
 
     def setup(self, stage: str = "") -> None:

@@ -8,7 +8,7 @@ layout it records the sum of masked per-token losses and the token count, summed
 data-parallel ranks. Models: "gpt" (learned absolute positions), "gpt_rope", "llama" (RoPE, GQA,
 SwiGLU, RMSNorm). Layouts: TP1 (DP2 on 2 ranks) and TP2 (+SP). A control run feeds the packed
 rows without cu_seqlens (documents attend to each other) to show the comparison can fail.
-Then nl.Trainer trains the llama model 3 steps at TP2, each global batch the whole
+Then nl.Trainer trains the llama model 3 steps at TP2 (and packed at PP2), each global batch the whole
 data set, unpacked and packed, from the same initial weights: the per-step losses must agree.
 """
 
@@ -84,7 +84,7 @@ def masked_loss(model, module, drop_cu_seqlens: bool = False) -> dict:
     return {"loss_sum": total[0].item(), "tokens": total[1].item(), "micro_batches": total[2].item()}
 
 
-def train(path: str, packed: bool, init_dir: str) -> list[float]:
+def train(path: str, packed: bool, init_dir: str, pp: int = 1) -> list[float]:
     import lightning.pytorch as pl
     from megatron.core.optimizer import OptimizerConfig
 
@@ -106,14 +106,16 @@ def train(path: str, packed: bool, init_dir: str) -> list[float]:
     rows = len(data(path, packed, mbs, gbs=1).rows("train"))
     module = data(path, packed, mbs, gbs=rows)  # one global batch = the whole data set
     restore = nl.RestoreConfig(path=init_dir) if packed else None
-    strategy = nl.MegatronStrategy(tensor_model_parallel_size=dist.get_world_size(),
+    strategy = nl.MegatronStrategy(tensor_model_parallel_size=dist.get_world_size() // pp,
+                                   pipeline_model_parallel_size=pp,
                                    restore_config=restore)  # DP1: any number of rows per batch
     trainer = nl.Trainer(strategy=strategy, devices=dist.get_world_size(), accelerator="cpu",
                          max_steps=3, enable_progress_bar=False, num_sanity_val_steps=0,
                          limit_val_batches=0, enable_model_summary=False, callbacks=[Record()],
                          plugins=nl.MegatronMixedPrecision(precision="32"))
     optim = nl.MegatronOptimizerModule(OptimizerConfig(lr=3e-3, optimizer="adam", clip_grad=1.0))
-    config = LlamaConfig(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
+    # The model's seq_length is the packed row length (the schedule's P2P shape under PP).
+    config = LlamaConfig(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=PACKED,
                          vocab_size=VOCAB, num_query_groups=2, ffn_hidden_size=128)
     trainer.fit(GPTModel(config, optim=optim), module)
     return losses
@@ -142,6 +144,7 @@ def main() -> None:
     init_dir = sys.argv[3]
     results["train unpacked"] = train(path, packed=False, init_dir=init_dir)
     results["train packed"] = train(path, packed=True, init_dir=init_dir)
+    results["train packed PP2"] = train(path, packed=True, init_dir=init_dir, pp=world)
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(results, f, indent=1)
