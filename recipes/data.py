@@ -1,7 +1,7 @@
-"""Data piece: synthetic tokens until real data modules arrive (the SFT / pretraining data
-modules come in a later issue). MockDataModule needs no files or network."""
+"""Data pieces: synthetic tokens (MockDataModule: no files, no network) and Megatron indexed
+datasets (PreTrainingDataModule: .bin/.idx files written by the preprocessor)."""
 
-from typing import Any
+from typing import Any, Union
 
 import nemo_run as run
 
@@ -14,3 +14,16 @@ def mock_data(seq_length: int = 2048, global_batch_size: int = 512, micro_batch_
     return run.Config(llm.MockDataModule, seq_length=seq_length,
                       global_batch_size=global_batch_size, micro_batch_size=micro_batch_size,
                       **kwargs)
+
+
+def pretraining_data(paths: Union[str, list[Any], dict[str, Any]], seq_length: int,
+                     global_batch_size: int, micro_batch_size: int, tokenizer: Any = None,
+                     **kwargs: Any) -> run.Config:
+    """Megatron indexed datasets (.bin/.idx prefixes, weighted blends, train/validation/test
+    split) with Megatron's batch sampler; `kwargs` go to PreTrainingDataModule (split,
+    index_mapping_dir, seed, num_workers, ...). The tokenizer defaults to bytes."""
+    from nemo_lite.llm.data.pretraining import PreTrainingDataModule
+
+    return run.Config(PreTrainingDataModule, paths=paths, seq_length=seq_length,
+                      global_batch_size=global_batch_size, micro_batch_size=micro_batch_size,
+                      tokenizer=tokenizer, **kwargs)

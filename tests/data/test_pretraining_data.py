@@ -206,13 +206,36 @@ def test_padding_index_is_a_sample_without_loss(tmp_path):
     assert pad["tokens"].shape == (SEQ,) and float(pad["loss_mask"].sum()) == 0.0
 
 
-def test_constructor_arguments_are_recorded(tmp_path):
+def test_config_is_recorded_and_rebuilds(tmp_path):
+    import fiddle as fdl
+
+    from nemo_lite.io import to_config
     from nemo_lite.io.capture import captured
 
-    prefix = write(tmp_path / "ids", id_docs(10))
-    data = module([2, prefix, 1, prefix], tmp_path, seed=7)
+    a, b = write(tmp_path / "a", id_docs(10)), write(tmp_path / "b", id_docs(10, 1))
+    data = module([2, a, 1, b], tmp_path, seed=7, tokenizer=ByteTokenizer())
     args = captured(data).arguments
-    assert args["paths"] == [2, prefix, 1, prefix] and args["seed"] == 7
+    assert args["paths"] == [2, a, 1, b] and args["seed"] == 7
+    rebuilt = fdl.build(to_config(data))
+    assert rebuilt.blends == data.blends == {"all": ([a, b], [2.0, 1.0])}
+    assert (rebuilt.seed, rebuilt.seq_length) == (7, SEQ)
+
+
+def test_recipe_factory_with_paths_as_cli_text(tmp_path):
+    import fiddle as fdl
+
+    from recipes.data import pretraining_data
+
+    a, b = write(tmp_path / "a", id_docs(10)), write(tmp_path / "b", id_docs(10, 1))
+    config = pretraining_data(f"[0.25,{a},0.75,{b}]", SEQ, 8, 2, split="98,1,1",
+                              index_mapping_dir=str(tmp_path / "cache"))
+    data = fdl.build(config)
+    assert isinstance(data, PreTrainingDataModule) and isinstance(data.tokenizer, ByteTokenizer)
+    assert data.blends == {"all": ([a, b], [0.25, 0.75])}
+    assert (data.seq_length, data.global_batch_size, data.micro_batch_size) == (SEQ, 8, 2)
+    assert data.split == "98,1,1"
+    per_split = PreTrainingDataModule(f"{{'train': '[{a}]', 'test': ['{b}']}}", seq_length=SEQ)
+    assert per_split.blends == {"train": ([a], None), "validation": None, "test": ([b], None)}
 
 
 # --- bad input: one clear error, naming the file or argument and the fix -------------------

@@ -8,6 +8,7 @@ contract, and checks of every input before megatron sees it (megatron's own fail
 files are bare asserts, and a split without documents makes it loop forever).
 """
 
+import ast
 import contextlib
 import math
 import os
@@ -102,15 +103,31 @@ def parse_blend(paths: Any, where: str = "paths") -> Blend:
     return prefixes, (None if len(prefixes) == 1 else [float(w) for w in weights])
 
 
+def _from_text(paths: Any) -> Any:
+    """A list or dict that reached us as text (a NeMo-Run override such as
+    `data.paths=[0.3,data/a,0.7,data/b]`) -> the list or dict; any other value unchanged."""
+    if not isinstance(paths, str) or paths.strip()[:1] not in ("[", "{"):
+        return paths
+    try:
+        return ast.literal_eval(paths.strip())
+    except (ValueError, SyntaxError):
+        if paths.strip()[0] == "{":
+            raise DataConfigError(f"paths={paths!r} does not parse as a dict: quote the prefixes, "
+                                  "e.g. {'train': ['data/a'], 'validation': ['data/b']}.") from None
+        return [item.strip().strip("'\"") for item in paths.strip()[1:-1].split(",")]
+
+
 def parse_paths(paths: Any) -> dict[str, Optional[Blend]]:
     """One blend for all splits (key "all") or one per split (keys train/validation/test)."""
+    paths = _from_text(paths)
     if not isinstance(paths, dict):
         return {"all": parse_blend(paths)}
     unknown = sorted(set(paths) - set(SPLITS))
     if unknown:
         raise DataConfigError(
             f"paths has unknown split {unknown[0]!r}: the keys are 'train', 'validation', 'test'.")
-    return {s: (parse_blend(paths[s], f"paths[{s!r}]") if paths.get(s) else None) for s in SPLITS}
+    return {s: (parse_blend(_from_text(paths[s]), f"paths[{s!r}]") if paths.get(s) else None)
+            for s in SPLITS}
 
 
 def parse_split(split: str) -> str:
