@@ -161,6 +161,8 @@ def test_paths_per_split(tmp_path):
     assert len(data.datasets["train"]) >= 24
     assert len(data.datasets["validation"]) >= (3 // 1 + 1) * 2 * 8
     assert "test" not in data.datasets and data.test_dataloader() == []
+    data.build(3, 1, 0, 0, stage="validate")  # nothing asked for: nothing built
+    assert data.datasets == {} and data.val_dataloader() == []
 
 
 def test_sample_counts_follow_the_trainer(tmp_path):
@@ -195,6 +197,15 @@ def test_resumed_loader_starts_at_the_next_global_batch(tmp_path):
     assert len(resumed) == len(fresh) - 8
     assert all(torch.equal(x, y) for x, y in zip(resumed, fresh[8:], strict=True))
     assert data.state_dict() == {"consumed_samples": 16, "global_step": 2}
+
+
+def test_worker_processes_load_the_same_batches(tmp_path):
+    prefix = write(tmp_path / "ids", id_docs(30))
+    inline, workers = module(prefix, tmp_path), module(prefix, tmp_path, num_workers=2)
+    inline.build(4, stage="fit")
+    workers.build(4, stage="fit")
+    pairs = list(zip(inline.train_dataloader(), workers.train_dataloader(), strict=True))
+    assert pairs and all(torch.equal(x["tokens"], y["tokens"]) for x, y in pairs)
 
 
 def test_padding_index_is_a_sample_without_loss(tmp_path):

@@ -455,6 +455,9 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
         wanted = tuple(s for s in wanted if self._blend_of(s) is not None)
         sizes = self.num_samples(trainer_max_steps, trainer_val_check_interval,
                                  trainer_limit_val_batches, trainer_limit_test_batches, wanted)
+        self.datasets = {}
+        if not sizes:  # nothing to build (megatron would make mock data of an empty blend)
+            return
         config = self._config(set(sizes))
         self._check_split_sizes(config, set(sizes))
         with _process_group():
