@@ -109,3 +109,50 @@ def test_packed_batches_need_one_row_and_no_context_parallelism():
         check_packed_batch({"tokens": torch.zeros(2, 8, dtype=torch.int64)}, cp_size=1)
     with pytest.raises(PackedBatchError, match="context_parallel_size=2 are not supported"):
         check_packed_batch(one, cp_size=2)
+
+
+@pytest.mark.parametrize("groups", [4, 2])
+def test_cpu_attention_per_document_equals_block_diagonal_mask_and_sdpa(groups):
+    """ContextParallelDotProductAttention on a packed THD row: per-document (default) and the
+    block-diagonal masked product give each document's own causal attention (torch SDPA)."""
+    from megatron.core.packed_seq_params import PackedSeqParams
+    from megatron.core.transformer.enums import AttnMaskType
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    from nemo_lite.llm.gpt.cp_attention import ContextParallelDotProductAttention
+
+    config = TransformerConfig(num_layers=1, hidden_size=32, num_attention_heads=4,
+                               num_query_groups=groups, use_cpu_initialization=True,
+                               attention_dropout=0.0)
+    attention = ContextParallelDotProductAttention(config, 1, AttnMaskType.causal, "self")
+    cu = torch.tensor([0, 5, 12, 13, 20], dtype=torch.int32)  # last segment: row padding
+    params = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                             max_seqlen_q=7, max_seqlen_kv=7)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(20, n, 8, generator=g) for n in (4, groups, groups))
+    w = torch.randn(20, 32, generator=g)
+
+    def run(fn):
+        x = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = fn(*x)
+        (out * w).sum().backward()
+        return [out.detach()] + [t.grad for t in x]
+
+    def ours(per_document):
+        attention.per_document = per_document
+        return run(lambda a, b, c: attention(a, b, c, None, packed_seq_params=params))
+
+    def reference(a, b, c):
+        rep = 4 // groups
+        outs = []
+        for s, e in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
+            qs, ks, vs = (t[s:e].transpose(0, 1) for t in (a, b.repeat_interleave(rep, 1),
+                                                          c.repeat_interleave(rep, 1)))
+            o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
+            outs.append(o.transpose(0, 1).reshape(e - s, 32))
+        return torch.cat(outs)
+
+    want = run(reference)
+    for per_document in (True, False):
+        for got, ref in zip(ours(per_document), want, strict=True):
+            assert (got - ref).abs().max() < 1e-5
