@@ -1,12 +1,12 @@
-"""LoRA at TP2 (2 CPU ranks, gloo) matches LoRA at TP1 for the same weights.
+"""LoRA at TP2, TP2+SP and PP2 (2 CPU ranks, gloo) matches LoRA at TP1 for the same weights.
 
 A single-rank launch trains the base model 2 steps (its checkpoint is the pretrained model)
-and fine-tunes it with LoRA for 6 steps, saving at step 3. A two-rank launch at TP2 then
-(1) fine-tunes the same base from scratch for 3 steps: the seeded adapters start the same at
-any TP size, so the losses must be TP1's; (2) resumes TP1's step-3 LoRA checkpoint (non-zero
-B, resharded to TP2; base weights from the base checkpoint) for steps 4-6: TP1's losses again;
-then merges the adapters at TP2 and compares the outputs, and its step-6 checkpoint must hold
-adapter tensors only, with the same global shapes as TP1's.
+and fine-tunes it with LoRA for 6 steps, saving at step 3. A two-rank launch then
+(1) resumes TP1's step-3 LoRA checkpoint at TP2 (non-zero B, resharded; base weights from the
+base checkpoint) for steps 4-6: TP1's losses; merges the adapters at TP2 and compares the
+outputs; its step-6 checkpoint must hold adapter tensors only, with TP1's global shapes;
+(2) fine-tunes the base from scratch at TP2 with sequence parallelism and (3) at PP2, 3 steps
+each: the seeded adapters start the same in any layout, so the losses must be TP1's.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ def runs(tmp_path_factory):
          "restore": str(work / BASE)},
     ]
     tp2 = [
-        {"name": "tp2_fresh", "kind": "lora", "tp": 2, "steps": 3, "lr": 1e-2, "save_every": 3,
-         "restore": str(work / BASE)},
         {"name": "tp2_resumed", "kind": "lora", "tp": 2, "steps": 6, "lr": 1e-2,
          "save_every": 3, "resume": str(work / "tp1" / STEP3), "merge_check": True},
+        {"name": "tp2_sp", "kind": "lora", "tp": 2, "sp": True, "steps": 3, "lr": 1e-2,
+         "save_every": 3, "restore": str(work / BASE), "merge_check": True},
+        {"name": "pp2", "kind": "lora", "pp": 2, "steps": 3, "lr": 1e-2, "save_every": 3,
+         "restore": str(work / BASE)},
     ]
     out = {}
     for nproc, spec in ((1, tp1), (2, tp2)):
@@ -56,11 +58,20 @@ def tensor_shapes(checkpoint: Path) -> dict[str, tuple]:
             if hasattr(v, "size")}
 
 
-def test_tp2_starts_like_tp1(runs):
+@pytest.mark.parametrize("name", ["tp2_sp", "pp2"])
+def test_fresh_lora_matches_tp1(runs, name):
     _, out = runs
-    assert out["tp2_fresh"]["losses"] == pytest.approx(out["tp1"]["losses"][:3], rel=1e-5)
-    assert out["tp2_fresh"]["held_out_loss_start"] == pytest.approx(
-        out["base"]["held_out_loss_end"], rel=1e-6)
+    assert out[name]["losses"] == pytest.approx(out["tp1"]["losses"][:3], rel=1e-5)
+    assert out[name]["frozen_changed"] == []
+    assert out[name]["optimizer_holds_trainable_only"]
+
+
+def test_tp2_sp_starts_from_the_base_and_merges(runs):
+    _, out = runs
+    sp = out["tp2_sp"]
+    assert sp["held_out_loss_start"] == pytest.approx(out["base"]["held_out_loss_end"], rel=1e-6)
+    assert sp["adapter_effect"] > 1e-2
+    assert sp["merge_max_diff"] <= 1e-5 * max(1.0, sp["merge_scale"])
 
 
 def test_tp2_with_trained_adapters_matches_tp1(runs):

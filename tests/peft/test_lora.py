@@ -141,12 +141,6 @@ def fake_chunk(**config) -> types.SimpleNamespace:
     return types.SimpleNamespace(config=types.SimpleNamespace(**config))
 
 
-def test_sequence_parallel_is_refused():
-    chunk = fake_chunk(sequence_parallel=True, tensor_model_parallel_size=2)
-    with pytest.raises(LoRAConfigError, match="sequence_parallel=False"):
-        LoRA()(chunk)
-
-
 def test_rank_must_split_over_tensor_parallel_ranks():
     chunk = fake_chunk(sequence_parallel=False, tensor_model_parallel_size=4)
     with pytest.raises(LoRAConfigError, match="divisible by the tensor-parallel size 4"):

@@ -63,10 +63,6 @@ class LoRA(IOMixin):
 
     def _apply(self, chunk: Any) -> None:
         config = chunk.config
-        if getattr(config, "sequence_parallel", False):
-            raise LoRAConfigError(
-                "LoRA does not support sequence parallelism yet: set "
-                "MegatronStrategy(sequence_parallel=False) for LoRA fine-tuning.")
         tp = config.tensor_model_parallel_size or 1
         if self.dim % tp:
             raise LoRAConfigError(
@@ -101,7 +97,8 @@ class LoRA(IOMixin):
         glu = attr == "linear_fc1" and bool(getattr(config, "gated_linear_unit", False))
         adapter = LoRAAdapter(mode, in_features, out_features, self.dim, self.alpha,
                               self.dropout, self.dropout_position, config, glu_output=glu,
-                              seed=layer_seed(self.seed, layer_name))
+                              seed=layer_seed(self.seed, layer_name),
+                              input_gathered=hasattr(module, "return_layernorm_output"))
         adapter.to(device=module.weight.device)
         return LoRALinear(module, adapter)
 

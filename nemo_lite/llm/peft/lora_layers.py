@@ -18,12 +18,17 @@ and `...adapter.linear_out.*`.
 
 from __future__ import annotations
 
+import copy
 import zlib
 from typing import Any
 
 import torch
 from megatron.core import parallel_state
-from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from megatron.core.tensor_parallel import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    scatter_to_sequence_parallel_region,
+)
 
 ADAPTER = "adapter."
 
@@ -70,26 +75,37 @@ def _no_init(weight: torch.Tensor) -> None:
 
 
 class LoRAAdapter(torch.nn.Module):
-    """`scale * B(A(dropout(x)))`, tensor-parallel as the base linear of mode `mode`."""
+    """`scale * B(A(dropout(x)))`, tensor-parallel as the base linear of mode `mode`.
+
+    Sequence parallelism: the input of a column-parallel base is split along the sequence,
+    so A all-gathers it (as the base does) unless `input_gathered` (transformer-engine's
+    LayerNorm+linear hands over its already gathered LayerNorm output); a row-parallel base
+    reduce-scatters its output along the sequence, so the adapter's whole output is split
+    along the sequence the same way. Every other adapter matmul runs without SP.
+    """
 
     def __init__(self, mode: str, in_features: int, out_features: int, dim: int, alpha: float,
                  dropout: float, dropout_position: str, config: Any, glu_output: bool,
-                 seed: int) -> None:
+                 seed: int, input_gathered: bool = False) -> None:
         super().__init__()
         self.mode, self.dim, self.scale = mode, dim, alpha / dim
         self.glu_output = glu_output
         self.dropout = torch.nn.Dropout(dropout) if dropout > 0 else None
         self.dropout_position = dropout_position
+        self.sequence_parallel = bool(getattr(config, "sequence_parallel", False))
+        plain = copy.copy(config)
+        plain.sequence_parallel = False
         if mode == "column":
-            self.linear_in = AdapterColumnLinear(in_features, dim, config=config, bias=False,
+            in_config = plain if input_gathered else config
+            self.linear_in = AdapterColumnLinear(in_features, dim, config=in_config, bias=False,
                                                  init_method=_no_init, gather_output=True)
-            self.linear_out = AdapterColumnLinear(dim, out_features, config=config, bias=False,
+            self.linear_out = AdapterColumnLinear(dim, out_features, config=plain, bias=False,
                                                   init_method=_no_init, gather_output=False)
         else:
-            self.linear_in = AdapterRowLinear(in_features, dim, config=config, bias=False,
+            self.linear_in = AdapterRowLinear(in_features, dim, config=plain, bias=False,
                                               init_method=_no_init, input_is_parallel=True,
                                               skip_bias_add=True)
-            self.linear_out = AdapterColumnLinear(dim, out_features, config=config, bias=False,
+            self.linear_out = AdapterColumnLinear(dim, out_features, config=plain, bias=False,
                                                   init_method=_no_init, gather_output=True)
         self._seeded_init(in_features, seed)
 
@@ -113,6 +129,8 @@ class LoRAAdapter(torch.nn.Module):
             x = self.dropout(x)
         hidden, _ = self.linear_in(x)
         out, _ = self.linear_out(hidden)
+        if self.mode == "row" and self.sequence_parallel:
+            out = scatter_to_sequence_parallel_region(out)
         if self.dropout is not None and self.dropout_position == "post":
             out = self.dropout(out)
         return out * self.scale

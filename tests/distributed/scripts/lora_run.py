@@ -1,7 +1,8 @@
 """LoRA runs for tests/peft and tests/distributed/test_lora.py; facts go to a JSON file.
 
 Usage: torchrun --nproc-per-node N lora_run.py SPEC.json OUT.json
-SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "steps": 6,
+SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "pp": 1,
+            "sp": false, "steps": 6,
             "save_every": 3, "restore": PATH | null, "resume": PATH | null,
             "merge_check": false, "lr": 3e-3, "expect_error": false, "peft": true,
             "manifest_edit": {...}}, ...]}
@@ -65,6 +66,8 @@ class Probe(pl.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = {n: p.detach().clone() for n, p in pl_module.module.named_parameters()}
+        if self.run.get("pp", 1) > 1:  # a pipeline stage alone cannot run the fixed batch
+            return
         self.start_logits = logits(pl_module)
         self.out["held_out_loss_start"] = float(logits(pl_module, labels=True).mean())
         base = self.work / f"base_logits_ranks{trainer.world_size}_{trainer.global_rank}.pt"
@@ -78,8 +81,10 @@ class Probe(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         out = self.out
         out["losses"] = self.losses
-        end_logits = logits(pl_module)
-        out["held_out_loss_end"] = float(logits(pl_module, labels=True).mean())
+        whole_model = self.run.get("pp", 1) == 1
+        end_logits = logits(pl_module) if whole_model else None
+        if whole_model:
+            out["held_out_loss_end"] = float(logits(pl_module, labels=True).mean())
         if self.run["kind"] == "base":
             torch.save(end_logits, self.work /
                        f"base_logits_ranks{trainer.world_size}_{trainer.global_rank}.pt")
@@ -109,7 +114,9 @@ class Probe(pl.Callback):
 
 def train(run: dict, work: Path) -> dict:
     out: dict = {}
-    strategy = nl.MegatronStrategy(tensor_model_parallel_size=run.get("tp", 1))
+    strategy = nl.MegatronStrategy(tensor_model_parallel_size=run.get("tp", 1),
+                                   pipeline_model_parallel_size=run.get("pp", 1),
+                                   sequence_parallel=run.get("sp", False))
     trainer = nl.Trainer(
         strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
         max_steps=run["steps"], limit_val_batches=0, num_sanity_val_steps=0,
