@@ -118,7 +118,8 @@ BAD_LINES = [
 ]
 
 
-@pytest.mark.parametrize("line,message", BAD_LINES, ids=[m.split(": ")[1][:24] for _, m in BAD_LINES])
+@pytest.mark.parametrize("line,message", BAD_LINES,
+                         ids=[m.split(": ")[1][:24] for _, m in BAD_LINES])
 def test_bad_lines_name_file_and_line(tmp_path, line, message):
     path = write(tmp_path / "bad.jsonl", {"input": "ok", "output": "fine"}, line)
     with pytest.raises(FineTuningDataError, match=message):

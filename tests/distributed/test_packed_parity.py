@@ -3,7 +3,8 @@
 One torchrun launch (2 ranks, scripts/packed_parity_run.py) runs a tiny megatron GPT with learned
 positions, one with RoPE and a Llama-style one (RoPE, GQA, SwiGLU) over every example of a jsonl
 file, unpacked (padded rows) and packed (first-fit-decreasing rows with cu_seqlens), at TP1 (DP2),
-TP2 and TP2+SP; then trains the Llama model 3 steps at TP2 both ways (and packed at PP2) (each global batch = the data set).
+TP2 and TP2+SP; then trains the Llama model 3 steps at TP2 both ways (and packed at PP2), each
+global batch the whole data set.
 """
 
 import json

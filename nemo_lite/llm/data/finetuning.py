@@ -18,10 +18,13 @@ Unpacked, each example is padded to `seq_length` (pad tokens masked). Packed
 (`packed_sequence=True` or a `packed_sequence_size`, default `seq_length`), examples are packed
 into rows by `nemo_lite.llm.data.packing` (one row per micro-batch, THD layout: `micro_batch_size`
 must be 1, and `global_batch_size` counts rows). The module's `seq_length` attribute is then the
-packed row length, which Megatron's schedule (and the model's `seq_length`, as in NeMo) must
-match; `max_example_length` keeps the truncation length. Training order is a seeded shuffle per epoch (of examples,
-or of packed rows); validation and test keep file order. Sampling uses Megatron's batch sampler
-and resumes at the checkpoint's consumed samples, as `MockDataModule` does.
+packed row length, which Megatron's schedule reads (set the model's `seq_length` to it, as in
+NeMo); `max_example_length` keeps the truncation length.
+
+Training order is a seeded shuffle per epoch (of examples, or of packed rows); validation and test
+keep file order. Sampling uses Megatron's batch sampler and resumes at the checkpoint's consumed
+samples, as `MockDataModule` does. Files are read and tokenized in full when first used (on every
+rank): meant for SFT-sized data, not for pretraining corpora.
 """
 
 import json
@@ -254,6 +257,19 @@ class SFTDataset(Dataset):
         return self.rows[self._order(epoch)[j] if self.shuffle else j]
 
 
+def _split_paths(dataset_root: Optional[str], paths: dict) -> dict[str, Optional[Path]]:
+    """Explicit paths win; otherwise <dataset_root>/training.jsonl, validation.jsonl, test.jsonl."""
+    if dataset_root is None and paths["train"] is None:
+        raise FineTuningDataError(
+            "FineTuningDataModule needs dataset_root (with training.jsonl) or train_path."
+        )
+    root = Path(dataset_root) if dataset_root is not None else None
+    return {
+        split: Path(p) if p is not None else (root / SPLIT_FILES[split] if root else None)
+        for split, p in paths.items()
+    }
+
+
 class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
     """NeMo 2.0's FineTuningDataModule arguments (jsonl SFT data), packed or padded rows."""
 
@@ -303,16 +319,8 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
             raise FineTuningDataError(
                 "prompt_template may use {output} only at its end: the answer follows the prompt."
             )
-        root = Path(dataset_root) if dataset_root is not None else None
         paths = {"train": train_path, "validation": validation_path, "test": test_path}
-        if root is None and train_path is None:
-            raise FineTuningDataError(
-                "FineTuningDataModule needs dataset_root (with training.jsonl) or train_path."
-            )
-        self.paths = {
-            split: Path(p) if p is not None else (root / SPLIT_FILES[split] if root else None)
-            for split, p in paths.items()
-        }
+        self.paths = _split_paths(dataset_root, paths)
         self.explicit = {split for split, p in paths.items() if p is not None}
         self.dataset_root = dataset_root
         self.max_example_length = seq_length  # truncation length of one example
@@ -383,9 +391,9 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         rows = self.rows("train")
         if len(rows) < self.global_batch_size:
             warnings.warn(
-                f"{self.paths['train']} gives {len(rows)} {'packed rows' if self.packed else 'examples'}"
-                f", fewer than global_batch_size={self.global_batch_size}: each global batch "
-                "repeats them across epochs.",
+                f"{self.paths['train']} gives {len(rows)} "
+                f"{'packed rows' if self.packed else 'examples'}, fewer than "
+                f"global_batch_size={self.global_batch_size}: each global batch repeats some.",
                 stacklevel=2,
             )
         dataset = SFTDataset(rows, self._epochs(len(rows)), self.seed, shuffle=True)

@@ -12,8 +12,8 @@ deterministic, and within a row the examples keep that (longest-first) order.
 
 Row layout (`packed_sequence_size` = S tokens): example i contributes its L_i - 1 input tokens
 (`ids[:-1]`, labels `ids[1:]`, as unpacked); what is left at the end of the row is one padding
-segment (pad ids, loss_mask 0, position 0) so that `cu_seqlens[-1] == S` (megatron's THD RoPE splits the row
-by cu_seqlens and needs them to cover it). `cu_seqlens` is int32, padded with -1 to
+segment (pad ids, loss_mask 0, position 0) so that `cu_seqlens[-1] == S` (megatron's THD RoPE
+splits the row by cu_seqlens and needs them to cover it). `cu_seqlens` is int32, padded with -1 to
 `max_segments + 1` entries so rows collate.
 """
 

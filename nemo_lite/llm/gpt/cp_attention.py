@@ -81,9 +81,10 @@ class ContextParallelDotProductAttention(MegatronModule):
     Shapes: query [sq, b, np, hn], key/value [sk, b, ng, hn] (np % ng == 0) -> [sq, b, np*hn];
     packed 'thd' inputs are [t, n, hn] -> [t, np*hn]. A packed row (cu_seqlens) is attended one
     document at a time when it can be (CP=1, no explicit mask or window): the same result as the
-    block-diagonal mask without its t x t scores (15x faster for 16 documents of 128 on CPU). With CP, sq/sk are the local lengths
-    (two chunks each) and a given attention_mask is [b, 1, sq_local, sk_full] in true key order
-    (what get_batch_on_this_cp_rank cuts from a full mask).
+    block-diagonal mask without its t x t scores (15x faster for 16 documents of 128 on CPU).
+    With CP, sq/sk are the local lengths (two chunks each) and a given attention_mask is
+    [b, 1, sq_local, sk_full] in true key order (what get_batch_on_this_cp_rank cuts from a full
+    mask).
     """
 
     def __init__(

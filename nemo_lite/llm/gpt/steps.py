@@ -1,9 +1,12 @@
-"""The data step and forward step of a GPT model, run once per micro-batch inside Megatron's schedule.
+"""The data and forward steps of a GPT model, run once per micro-batch inside Megatron's schedule.
 
 Batch contract (what a data module yields, one micro-batch per item):
   tokens [b, s] int64, labels [b, s] int64, loss_mask [b, s] float, position_ids [b, s] int64,
   optionally attention_mask [b, 1, s, s] bool (True = masked) and, for packed sequences,
-  cu_seqlens [n+1] int32 (document boundaries of the single packed row; b == 1).
+  cu_seqlens [1, k] int32 (document boundaries of the single packed row, b == 1, padded with -1
+  to a fixed k) and max_seqlen (longest document), which become megatron's PackedSeqParams
+  ("thd"): transformer-engine's packed kernels on GPU, per-document attention on CPU. Packed rows
+  are not split for context parallelism (refused with a clear error).
 The first pipeline stage needs tokens/position_ids, the last needs labels/loss_mask.
 """
 

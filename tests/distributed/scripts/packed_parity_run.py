@@ -8,8 +8,8 @@ layout it records the sum of masked per-token losses and the token count, summed
 data-parallel ranks. Models: "gpt" (learned absolute positions), "gpt_rope", "llama" (RoPE, GQA,
 SwiGLU, RMSNorm). Layouts: TP1 (DP2 on 2 ranks) and TP2 (+SP). A control run feeds the packed
 rows without cu_seqlens (documents attend to each other) to show the comparison can fail.
-Then nl.Trainer trains the llama model 3 steps at TP2 (and packed at PP2), each global batch the whole
-data set, unpacked and packed, from the same initial weights: the per-step losses must agree.
+Then nl.Trainer trains the llama model 3 steps at TP2 (and packed at PP2), each global batch
+the whole data set, unpacked and packed, from the same initial weights: the losses must agree.
 """
 
 import json
@@ -81,7 +81,8 @@ def masked_loss(model, module, drop_cu_seqlens: bool = False) -> dict:
         mask = step["loss_mask"].double()
         total += torch.stack([(losses * mask).sum(), mask.sum(), torch.tensor(1.0)])
     dist.all_reduce(total, group=ps.get_data_parallel_group())
-    return {"loss_sum": total[0].item(), "tokens": total[1].item(), "micro_batches": total[2].item()}
+    loss_sum, tokens, micro_batches = total.tolist()
+    return {"loss_sum": loss_sum, "tokens": tokens, "micro_batches": micro_batches}
 
 
 def train(path: str, packed: bool, init_dir: str, pp: int = 1) -> list[float]:
