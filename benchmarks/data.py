@@ -5,6 +5,7 @@ Sections (all by default; `--only NAME ...` picks some):
                byte tokenizer and a byte-level BPE trained here, 1 and 2 workers: median over
                --rounds (orders alternate), MB/s and documents/s of input, ratio to 1 worker.
                Timed: reading, tokenizing, writing, worker start (not the one-time imports).
+               "CPU s" (this process + its workers) shows the work done whatever the load.
 
 A section is `def section(args, workdir) -> None` registered in SECTIONS; it reuses the
 corpus and tokenizer that `prepare` builds once into `workdir`.
@@ -40,6 +41,14 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict:
     return {"corpus": corpus, "tokenizers": {"byte": "byte", f"bpe-{bpe.vocab_size}": bpe}}
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process and its reaped children (the pool's workers)."""
+    import resource
+
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def preprocess_section(args: argparse.Namespace, workdir: Path, prepared: dict) -> None:
     from nemo_lite.llm.data.preprocess import indexed_dataset_module, preprocess
 
@@ -51,24 +60,26 @@ def preprocess_section(args: argparse.Namespace, workdir: Path, prepared: dict) 
         for r in range(args.rounds):
             order = args.workers if r % 2 == 0 else list(reversed(args.workers))
             for workers in order:
+                cpu = cpu_seconds()
                 summary = preprocess(corpus.path, workdir / f"{name}-w{workers}" / "data",
                                      tokenizer=tokenizer, workers=workers, log_interval=None)
-                runs[workers].append(summary)
-        base = statistics.median(s.seconds for s in runs[args.workers[0]])
-        for workers, summaries in runs.items():
-            seconds = statistics.median(s.seconds for s in summaries)
-            s = summaries[0]
-            rows.append((name, workers, seconds, s.documents / seconds,
+                runs[workers].append((summary, cpu_seconds() - cpu))
+        base = statistics.median(s.seconds for s, _ in runs[args.workers[0]])
+        for workers, done in runs.items():
+            seconds = statistics.median(s.seconds for s, _ in done)
+            cpu = statistics.median(c for _, c in done)
+            s = done[0][0]
+            rows.append((name, workers, seconds, cpu, s.documents / seconds,
                          s.input_bytes / 1e6 / seconds, s.tokens / seconds / 1e6,
                          base / seconds, s.unigram_entropy))
-    header = ("tokenizer", "workers", "median s", "docs/s", "MB/s", "Mtok/s",
+    header = ("tokenizer", "workers", "median s", "CPU s", "docs/s", "MB/s", "Mtok/s",
               f"speed-up vs {args.workers[0]}", "unigram H (nats/tok)")
     print(f"\npreprocess (median of {args.rounds} rounds; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at the end)")
     print(" | ".join(header))
-    for name, workers, seconds, dps, mbps, mtps, ratio, entropy in rows:
-        print(f"{name} | {workers} | {seconds:.2f} | {dps:,.0f} | {mbps:.2f} | {mtps:.2f} | "
-              f"{ratio:.2f}x | {entropy:.3f}")
+    for name, workers, seconds, cpu, dps, mbps, mtps, ratio, entropy in rows:
+        print(f"{name} | {workers} | {seconds:.2f} | {cpu:.2f} | {dps:,.0f} | {mbps:.2f} | "
+              f"{mtps:.2f} | {ratio:.2f}x | {entropy:.3f}")
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path, dict], None]] = {
