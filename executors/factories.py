@@ -1,4 +1,4 @@
-"""The executors by name: `local`, `torchrun`, `slurm` (Docker comes later).
+"""The executors by name: `local`, `torchrun`, `slurm`, `docker`.
 
 Each factory returns a `run.Config` that builds the NeMo-Run executor (`fdl.build(cfg)`, or hand
 the Config to `executors.run_and_wait`): every field stays overridable after the factory ran,
@@ -13,6 +13,7 @@ from typing import Any, Optional
 import nemo_run as run
 
 from executors import safety
+from executors.docker_engine import build_docker
 from executors.errors import ExecutorError
 from executors.slurm import SECRETS_ATTR, build_slurm
 
@@ -69,8 +70,12 @@ def _config_factory(builder: Callable[..., Any], returns: type, name: str) -> Ca
 local = _config_factory(build_local, run.LocalExecutor, "local")
 torchrun = _config_factory(build_torchrun, run.LocalExecutor, "torchrun")
 slurm = _config_factory(build_slurm, run.SlurmExecutor, "slurm")
+# NeMo-Run's CLI looks executors up under Executor, LocalExecutor, SkypilotExecutor and
+# SlurmExecutor only: the Docker factory is registered as an Executor.
+docker = _config_factory(build_docker, run.Executor, "docker")
 
-FACTORIES: dict[str, Callable[..., Any]] = {"local": local, "torchrun": torchrun, "slurm": slurm}
+FACTORIES: dict[str, Callable[..., Any]] = {"local": local, "torchrun": torchrun, "slurm": slurm,
+                                            "docker": docker}
 
 
 def names() -> list[str]:

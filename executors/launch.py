@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import fiddle as fdl
 import nemo_run as run
 
+from executors import docker_engine as docker_executor
 from executors import safety
 from executors.errors import ExecutorError, JobFailed
 from executors.slurm import SECRETS_ATTR, SECRETS_FILE_ATTR, preflight, secret_env, upload_secrets
@@ -109,6 +111,20 @@ def prepare(executor: Any, name: str, preflight_checks: bool = True) -> Any:
             [executor.setup_lines or "", f"export NEMO_LITE_JOB_NAME={safety.quote(name)}"])
         if preflight_checks:
             preflight(executor)
+    elif isinstance(executor, run.DockerExecutor):
+        if not hasattr(executor, SECRETS_ATTR):  # a plain NeMo-Run executor: same rules
+            safety.check_env_names(executor.env_vars)
+            for key in executor.env_vars:
+                if safety.is_secret(key):
+                    raise ExecutorError(
+                        f"secret {key} in DockerExecutor.env_vars would be saved in clear in "
+                        "NeMo-Run's job files: build the executor with executors.docker("
+                        "env_vars=...) instead.")
+        for volume in executor.volumes:
+            docker_executor.check_volume(volume)
+        if preflight_checks:
+            with _environ(docker_executor.engine_environment(executor)):
+                docker_executor.preflight(executor)
     return executor
 
 
@@ -137,7 +153,11 @@ def run_and_wait(task: Any, executor: Any, name: str = "nemo_lite", *, detach: b
     remote_secrets = getattr(executor, SECRETS_FILE_ATTR, None)
     if remote_secrets:
         upload_secrets(executor)
-    env = {} if remote_secrets else secrets
+    in_container = isinstance(executor, run.DockerExecutor)
+    env = {} if remote_secrets or in_container else secrets
+    if in_container:
+        env.update(docker_executor.engine_environment(executor))
+    secrets_dir = docker_executor.write_secrets(executor, secrets) if in_container else None
     try:
         with _environ(env), run.Experiment(title, executor=executor, log_level=log_level) as exp:
             exp.add(task, name=title, tail_logs=tail_logs)
@@ -146,8 +166,13 @@ def run_and_wait(task: Any, executor: Any, name: str = "nemo_lite", *, detach: b
         if remote_secrets and not detach:  # a detached job still needs its secrets file
             with contextlib.suppress(Exception):
                 executor.tunnel.run(f"rm -f {shlex.quote(remote_secrets)}", hide=True, warn=True)
+        if secrets_dir and not detach:  # a detached container still needs its secrets
+            shutil.rmtree(secrets_dir, ignore_errors=True)
     job = exp.jobs[0]
     state = getattr(job.state, "name", str(job.state))
+    if in_container and not detach and state not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+        # NeMo-Run may look after the engine removed the container: its status file decides
+        state = docker_executor.state_from_status_file(job.executor.job_dir) or state
     handle = job.handle or ""
     result = RunResult(name=name, state=state, job_id=_job_id(handle), experiment_id=exp._id,
                        job_dir=job.executor.job_dir, handle=handle)

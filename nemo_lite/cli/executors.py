@@ -1,4 +1,4 @@
-"""Executors on the command line: `run.executor=local|torchrun|slurm`.
+"""Executors on the command line: `run.executor=local|torchrun|slurm|docker`.
 
 The factories live in the `executors` package (imported here, which registers them with
 NeMo-Run); `run.executor.FIELD=VALUE` overrides their parameters. A task launched with an

@@ -12,7 +12,9 @@ from typing import Any
 def _setup(model: Any, trainer: Any, log: Any, resume: Any, optim: Any, tokenizer: Any,
            data: Any) -> Path:
     from nemo_lite.lightning.nemo_logger import NeMoLogger
+    from nemo_lite.secrets import load_secrets_file
 
+    load_secrets_file()  # secrets an executor passed through a file (docker)
     if optim is not None:
         model.optim = optim
     if tokenizer == "data":

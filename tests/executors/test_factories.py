@@ -27,8 +27,46 @@ def test_factories_return_configs_that_build_nemo_run_executors():
     assert isinstance(slurm.tunnel, run.LocalTunnel) and slurm.tunnel.job_dir == ""
     assert isinstance(slurm.packager, run.GitArchivePackager)
     assert slurm.packager.check_uncommitted_changes and slurm.packager.check_untracked_files
-    assert executors.names() == ["local", "torchrun", "slurm"]
+    assert executors.names() == ["local", "torchrun", "slurm", "docker"]
     assert isinstance(executors.get("torchrun", ntasks_per_node=4), run.Config)
+
+
+def test_docker_factory_builds_an_unprivileged_executor(tmp_path):
+    config = executors.docker(container_image="nemo-lite:1", volumes=[f"{tmp_path}:/data:ro"],
+                              env_vars={"A": "1", "WANDB_API_KEY": "k"})
+    config.ntasks_per_node = 2
+    docker = executors.build(config)
+    assert isinstance(docker, run.DockerExecutor) and docker.nproc_per_node() == 2
+    assert docker.launcher == "torchrun" and docker.network == "nemo_lite"
+    assert docker.volumes == [f"{tmp_path}:/data:ro"]
+    assert not docker.privileged and docker.additional_kwargs["cap_drop"] == ["ALL"]
+    assert "no-new-privileges" in docker.additional_kwargs["security_opt"]
+    assert docker.env_vars["A"] == "1" and "WANDB_API_KEY" not in docker.env_vars  # secret aside
+    assert getattr(docker, SECRETS_ATTR) == {"WANDB_API_KEY": "k"}
+    assert isinstance(docker.packager, run.GitArchivePackager)
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({}, "needs an image: set run.executor.container_image"),
+    ({"container_image": "Bad Image"}, "invalid image reference"),
+    ({"container_image": "i", "volumes": ["/nope/missing:/data"]}, "does not exist"),
+    ({"container_image": "i", "volumes": ["relative:/data"]}, "must be absolute"),
+    ({"container_image": "i", "volumes": ["/tmp:/nemo_run/x"]}, "NeMo-Run mounts the job"),
+    ({"container_image": "i", "network": "bridge"}, "predefined network"),
+    ({"container_image": "i", "shm_size": "lots"}, "shm_size 'lots'"),
+    ({"container_image": "i", "user": "root"}, "numeric UID"),
+    ({"container_image": "i", "packager": "zip"}, "unknown packager 'zip'"),
+])
+def test_bad_docker_fields_raise_one_clear_error(fields, words):
+    with pytest.raises(executors.ExecutorError, match=words):
+        executors.build(executors.docker(**fields))
+
+
+def test_docker_preflight_names_an_unreachable_daemon(tmp_path):
+    docker = executors.build(executors.docker(container_image="i", packager="none",
+                                              docker_host=f"unix://{tmp_path}/none.sock"))
+    with pytest.raises(executors.ExecutorError, match="Docker daemon is not reachable at unix://"):
+        executors.prepare(docker, "x")
 
 
 @pytest.mark.parametrize("fields, words", [
@@ -47,7 +85,7 @@ def test_bad_slurm_fields_raise_one_clear_error(fields, words):
 
 
 def test_unknown_names_and_local_with_several_ranks():
-    with pytest.raises(executors.ExecutorError, match="Did you mean 'torchrun'.*local, torchrun, slurm"):
+    with pytest.raises(executors.ExecutorError, match="Did you mean 'torchrun'.*local, torchrun, slurm, docker"):
         executors.check_name("torchrum")
     with pytest.raises(executors.ExecutorError, match="use run.executor=torchrun"):
         executors.build(executors.local(ntasks_per_node=2))

@@ -15,6 +15,7 @@ from tests.executors.conftest import (
     BIN,
     TIMINGS,
     all_job_count,
+    git_repo,
     job_ids,
     run_python,
     sacct_state,
@@ -23,17 +24,6 @@ from tests.executors.conftest import (
 )
 
 pytestmark = pytest.mark.distributed
-
-
-def _git_repo(path: Path) -> Path:
-    path.mkdir()
-    for cmd in (["init", "-q"], ["config", "user.email", "t@example.com"],
-                ["config", "user.name", "t"]):
-        subprocess.run(["git", "-C", str(path), *cmd], check=True)
-    (path / "README.md").write_text("a project launched on Slurm\n")
-    subprocess.run(["git", "-C", str(path), "add", "README.md"], check=True)
-    subprocess.run(["git", "-C", str(path), "commit", "-qm", "init"], check=True)
-    return path
 
 
 def _nemo(*args: str, env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -50,7 +40,7 @@ def _job_dir(env: dict, title: str) -> Path:
 def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path):
     """`nemo llm pretrain --factory tiny_gpt run.executor=slurm ...` from a git repository: the
     default git packager archives it, sbatch runs torchrun with 2 ranks, sacct says COMPLETED."""
-    repo = _git_repo(tmp_path / "project")
+    repo = git_repo(tmp_path / "project")
     start = time.monotonic()
     proc = _nemo("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=slurm",
                  *slurm_args(job_env), "run.executor.ntasks_per_node=2", "run.name=tiny",
