@@ -1,7 +1,9 @@
 """LoRA at TP2, TP2+SP and PP2 (2 CPU ranks, gloo) matches LoRA at TP1 for the same weights.
 
-A single-rank launch trains the base model 2 steps (its checkpoint is the pretrained model)
-and fine-tunes it with LoRA for 6 steps, saving at step 3. A two-rank launch then
+The model is Llama-style (GQA, SwiGLU: linear_fc1 holds [gate; up] per TP rank, and the
+adapter's B must follow that layout when resharded). A single-rank launch trains the base
+model 2 steps (its checkpoint is the pretrained model) and fine-tunes it with LoRA for 6 steps,
+saving at step 3. A two-rank launch then
 (1) resumes TP1's step-3 LoRA checkpoint at TP2 (non-zero B, resharded; base weights from the
 base checkpoint) for steps 4-6: TP1's losses; merges the adapters at TP2 and compares the
 outputs; its step-6 checkpoint must hold adapter tensors only, with TP1's global shapes;
@@ -28,18 +30,17 @@ STEP6 = "checkpoints/step=6-consumed_samples=48"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     work = tmp_path_factory.mktemp("lora_tp")
+    lora = {"kind": "lora", "model": "llama", "lr": 1e-2, "save_every": 3}
     tp1 = [
-        {"name": "base", "kind": "base", "steps": 2, "save_every": 2},
-        {"name": "tp1", "kind": "lora", "steps": 6, "lr": 1e-2, "save_every": 3,
-         "restore": str(work / BASE)},
+        {"name": "base", "kind": "base", "model": "llama", "steps": 2, "save_every": 2},
+        {**lora, "name": "tp1", "steps": 6, "restore": str(work / BASE)},
     ]
     tp2 = [
-        {"name": "tp2_resumed", "kind": "lora", "tp": 2, "steps": 6, "lr": 1e-2,
-         "save_every": 3, "resume": str(work / "tp1" / STEP3), "merge_check": True},
-        {"name": "tp2_sp", "kind": "lora", "tp": 2, "sp": True, "steps": 3, "lr": 1e-2,
-         "save_every": 3, "restore": str(work / BASE), "merge_check": True},
-        {"name": "pp2", "kind": "lora", "pp": 2, "steps": 3, "lr": 1e-2, "save_every": 3,
-         "restore": str(work / BASE)},
+        {**lora, "name": "tp2_resumed", "tp": 2, "steps": 6, "resume": str(work / "tp1" / STEP3),
+         "merge_check": True},
+        {**lora, "name": "tp2_sp", "tp": 2, "sp": True, "steps": 3, "restore": str(work / BASE),
+         "merge_check": True},
+        {**lora, "name": "pp2", "pp": 2, "steps": 3, "restore": str(work / BASE)},
     ]
     out = {}
     for nproc, spec in ((1, tp1), (2, tp2)):

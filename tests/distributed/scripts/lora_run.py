@@ -2,7 +2,7 @@
 
 Usage: torchrun --nproc-per-node N lora_run.py SPEC.json OUT.json
 SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "pp": 1,
-            "sp": false, "steps": 6,
+            "sp": false, "model": "gpt" | "llama", "steps": 6,
             "save_every": 3, "restore": PATH | null, "resume": PATH | null,
             "merge_check": false, "lr": 3e-3, "expect_error": false, "peft": true,
             "manifest_edit": {...}}, ...]}
@@ -127,8 +127,12 @@ def train(run: dict, work: Path) -> dict:
         OptimizerConfig(lr=lr, optimizer="adam", clip_grad=1.0, weight_decay=0.01),
         lr_scheduler=nl.CosineAnnealingScheduler(max_steps=run.get("sched_steps", 12),
                                                 warmup_steps=1, min_lr=lr / 10))
-    config = llm.GPTConfig(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
-                           vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0)
+    common = dict(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
+                  vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0)
+    if run.get("model") == "llama":  # SwiGLU: linear_fc1 holds [gate; up] per TP rank
+        config = llm.LlamaConfig(**common, num_query_groups=2, ffn_hidden_size=128)
+    else:
+        config = llm.GPTConfig(**common)
     model = llm.GPTModel(config, optim=optim)
     data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=4)
     log = nl.NeMoLogger(explicit_log_dir=str(work / run["name"]), tensorboard=False,
