@@ -62,12 +62,16 @@ class LoRA(IOMixin):
         return model
 
     def _apply(self, chunk: Any) -> None:
+        from nemo_lite.llm.peft.lora_layers import LoRALinear
+
         config = chunk.config
         tp = config.tensor_model_parallel_size or 1
         if self.dim % tp:
             raise LoRAConfigError(
                 f"LoRA(dim={self.dim}) must be divisible by the tensor-parallel size {tp} "
                 f"(the adapter is split across TP ranks): pick dim={tp * max(1, self.dim // tp)}.")
+        if any(isinstance(m, LoRALinear) for m in chunk.modules()):
+            return  # already adapted (configure_model ran the transform before)
         for param in chunk.parameters():
             param.requires_grad_(False)
         wrapped = 0

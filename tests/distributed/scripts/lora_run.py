@@ -2,7 +2,7 @@
 
 Usage: torchrun --nproc-per-node N lora_run.py SPEC.json OUT.json
 SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "pp": 1,
-            "sp": false, "model": "gpt" | "llama", "steps": 6,
+            "sp": false, "model": "gpt" | "llama", "precision": "32", "steps": 6,
             "save_every": 3, "restore": PATH | null, "resume": PATH | null,
             "merge_check": false, "lr": 3e-3, "expect_error": false, "peft": true,
             "manifest_edit": {...}}, ...]}
@@ -121,7 +121,7 @@ def train(run: dict, work: Path) -> dict:
         strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
         max_steps=run["steps"], limit_val_batches=0, num_sanity_val_steps=0,
         enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[Probe(run, work, out)], plugins=nl.MegatronMixedPrecision(precision="32"))
+        callbacks=[Probe(run, work, out)], plugins=nl.MegatronMixedPrecision(precision=run.get("precision", "32")))
     lr = run.get("lr", 3e-3)
     optim = nl.MegatronOptimizerModule(
         OptimizerConfig(lr=lr, optimizer="adam", clip_grad=1.0, weight_decay=0.01),
