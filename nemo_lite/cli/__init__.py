@@ -3,7 +3,8 @@
 The same commands as NeMo-Run's `nemo` (both find nemo_lite through the `nemo_run.cli` entry
 point); Lightning and megatron-core are imported only when a run starts.
 `nemo-lite data ...` (corpus, tokenizer, preprocessing) is plain argparse in
-`nemo_lite.cli.data`, dispatched before NeMo-Run is imported.
+`nemo_lite.cli.data`, and `nemo-lite plot RUN_DIR` (loss curves as a PNG) is
+`nemo_lite.cli.plot`: both dispatched before NeMo-Run is imported.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ def main() -> None:
         from nemo_lite.cli.data import main as data_main
 
         sys.exit(data_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "plot":
+        from nemo_lite.cli.plot import main as plot_main
+
+        sys.exit(plot_main(sys.argv[2:]))
 
     if "NEMORUN_SHOW_WARNINGS" not in os.environ:
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -10,6 +10,7 @@ process is spawned.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -93,7 +94,11 @@ class LiteRunContext(RunContext):
         finally:
             parser_log.setLevel(level)
         from nemo_lite.cli.plan import plan_task
+        from nemo_lite.llm.gpt.summary import RECIPE_ENV
 
+        recipe = _factory_name(self.factory)
+        if recipe:  # the run's summary names it (executors pass it on, see launch_task)
+            os.environ[RECIPE_ENV] = recipe
         plan = plan_task(task, self.executor)
         if self.dryrun:
             print("\n".join(["nemo_lite launch plan:", *("  " + line for line in plan.lines())]))

@@ -3,8 +3,8 @@
 MegatronStrategy(replace_progress_bar=True, progress_interval=N) puts this in place of
 Lightning's TQDM bar (NeMo's MegatronProgressBar does the same): global rank 0 prints one line
 every N optimizer steps with the step, the loss reduced across data-parallel ranks, the
-learning rate, the gradient norm, the consumed samples and the step time, and one line per
-validation with its loss.
+learning rate, the gradient norm, the consumed samples, tokens/s and the step time, and one
+line per validation with its loss.
 """
 
 import time
@@ -57,6 +57,9 @@ class MegatronProgressPrinter(ProgressBar):
             number = _number(value)
             if number is not None:
                 parts.append(f"{label} {number:{fmt}}")
+        tokens = _number(metrics.get("tokens_per_sec"))
+        if tokens is not None and self.interval == 1:
+            parts.append(f"{tokens:.0f} tokens/s")
         parts.append(f"{elapsed * 1000:.0f} ms/step")
         print(" | ".join(parts), flush=True)
 

@@ -35,6 +35,7 @@ from nemo_lite.lightning.parallel import MegatronParallel
 from nemo_lite.lightning.precision import MegatronMixedPrecision
 from nemo_lite.lightning.progress import use_printed_progress
 from nemo_lite.lightning.sampler import count_eval_limits_in_global_batches
+from nemo_lite.lightning.step_metrics import add_step_metrics
 from nemo_lite.lightning.strategy_checkpointing import CheckpointingMixin
 
 log = logging.getLogger(__name__)
@@ -278,6 +279,7 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             )
         fitting = trainer.state.fn == TrainerFn.FITTING
         count_eval_limits_in_global_batches(trainer, self.num_microbatches)
+        add_step_metrics(trainer)
         if self.replace_progress_bar:
             use_printed_progress(trainer, self.progress_interval)
         chunks = [chunk.to(self.root_device) for chunk in module.module]

@@ -90,6 +90,14 @@ class GPTModel(pl.LightningModule, IOMixin):
         self.log("test_loss", loss, batch_size=1, sync_dist=False)
         return loss
 
+    def on_train_start(self) -> None:
+        """Rank 0 prints the run summary (every rank takes part: parameter counts are gathered)."""
+        from nemo_lite.llm.gpt.summary import run_summary
+
+        self.run_summary = run_summary(self.trainer, self)
+        if self.trainer.is_global_zero:
+            print("\n".join(self.run_summary.lines()), flush=True)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         optimizer = self.trainer.optimizers[0]
         self.log("lr", optimizer.lr, prog_bar=True, batch_size=1)
