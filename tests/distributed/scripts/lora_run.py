@@ -2,7 +2,8 @@
 
 Usage: torchrun --nproc-per-node N lora_run.py SPEC.json OUT.json
 SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "pp": 1,
-            "sp": false, "model": "gpt" | "llama", "precision": "32", "steps": 6,
+            "sp": false, "model": "gpt" | "llama", "precision": "32", "dist_opt": false,
+            "steps": 6,
             "save_every": 3, "restore": PATH | null, "resume": PATH | null,
             "merge_check": false, "lr": 3e-3, "expect_error": false, "peft": true,
             "manifest_edit": {...}}, ...]}
@@ -124,7 +125,8 @@ def train(run: dict, work: Path) -> dict:
         callbacks=[Probe(run, work, out)], plugins=nl.MegatronMixedPrecision(precision=run.get("precision", "32")))
     lr = run.get("lr", 3e-3)
     optim = nl.MegatronOptimizerModule(
-        OptimizerConfig(lr=lr, optimizer="adam", clip_grad=1.0, weight_decay=0.01),
+        OptimizerConfig(lr=lr, optimizer="adam", clip_grad=1.0, weight_decay=0.01,
+                        use_distributed_optimizer=run.get("dist_opt", False)),
         lr_scheduler=nl.CosineAnnealingScheduler(max_steps=run.get("sched_steps", 12),
                                                 warmup_steps=1, min_lr=lr / 10))
     common = dict(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
