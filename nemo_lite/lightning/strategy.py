@@ -301,16 +301,9 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             self._connect_optimizer_to_schedule(config)
 
     def _wrap_ddp(self, chunks: list[torch.nn.Module], config: Any, module: Any) -> list[Any]:
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+        from megatron.core.distributed import DistributedDataParallel
 
-        ddp = self.ddp_config
-        if ddp == "megatron" or ddp is None:
-            ddp = DistributedDataParallelConfig(check_for_nan_in_grad=True)
-        elif not isinstance(ddp, DistributedDataParallelConfig):
-            raise ValueError(
-                f"ddp={ddp!r}: pass 'megatron' or a megatron DistributedDataParallelConfig."
-            )
-        ddp = dataclasses.replace(ddp)
+        ddp = dataclasses.replace(self.megatron_ddp_config())
         optim_config = getattr(getattr(module, "optim", None), "config", None)
         if optim_config is not None:
             ddp.use_distributed_optimizer = bool(optim_config.use_distributed_optimizer)
@@ -320,6 +313,19 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             DistributedDataParallel(config, ddp, module=chunk, disable_bucketing=(i > 0))
             for i, chunk in enumerate(chunks)
         ]
+
+    def megatron_ddp_config(self) -> Any:
+        """The DDP config as megatron's dataclass ('megatron' = its defaults + NaN checks)."""
+        from megatron.core.distributed import DistributedDataParallelConfig
+
+        ddp = self.ddp_config
+        if ddp == "megatron" or ddp is None:
+            return DistributedDataParallelConfig(check_for_nan_in_grad=True)
+        if not isinstance(ddp, DistributedDataParallelConfig):
+            raise ValueError(
+                f"ddp={ddp!r}: pass 'megatron' or a megatron DistributedDataParallelConfig."
+            )
+        return ddp
 
     def _connect_optimizer_to_schedule(self, config: Any) -> None:
         """Hand megatron's schedule the hooks its own training loop would set."""
@@ -332,13 +338,28 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         if self.ddp_config.overlap_grad_reduce:
             no_sync = [chunk.no_sync for chunk in chunks]
             config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
-        if self.ddp_config.overlap_param_gather and self.ddp_config.use_distributed_optimizer:
+        ddp = self.ddp_config
+        if ddp.overlap_param_gather and ddp.use_distributed_optimizer and ddp.align_param_gather:
+            # megatron-LM's rule: the schedule dispatches the all-gathers only when aligned;
+            # otherwise each chunk's forward pre-hooks do.
             sync = [chunk.start_param_sync for chunk in chunks]
             config.param_sync_func = sync[0] if len(sync) == 1 else sync
 
     def save_weights(self, path: str) -> None:
         """Collective: write this model's weights (sharded, layout-independent) under `path`."""
+        self._finish_param_gather()
         save_model_weights(list(self.megatron_parallel), path)
+
+    def save_checkpoint(self, checkpoint: Any, filepath: Any, storage_options: Any = None) -> None:
+        self._finish_param_gather()
+        super().save_checkpoint(checkpoint, filepath, storage_options)
+
+    def _finish_param_gather(self) -> None:
+        """overlap_param_gather leaves other DP ranks' updated shards stale until the next
+        forward: gather them now, as megatron-LM does before saving (1e-3 stale otherwise)."""
+        for chunk in self.megatron_parallel or []:
+            if getattr(chunk, "use_forward_hook", False):
+                chunk.start_param_sync(force_sync=True)
 
     def model_to_device(self) -> None:
         if self.megatron_parallel is not None:
