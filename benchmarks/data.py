@@ -6,11 +6,16 @@ Sections (all by default; `--only NAME ...` picks some):
                --rounds (orders alternate), MB/s and documents/s of input, ratio to 1 worker.
                Timed: reading, tokenizing, writing, worker start (not the one-time imports).
                "CPU s" (this process + its workers) shows the work done whatever the load.
+  loader       PreTrainingDataModule's training loader (megatron GPTDataset, Megatron's batch
+               sampler; seq 128, micro-batch 4, global batch 16, BPE) drained with 0 and 2
+               loader workers: samples/s, against the samples/s one training step of the
+               stdlib example's model (examples/pretrain_stdlib.py: 4 layers, hidden 128,
+               1 CPU rank) consumes, measured by training it here on the same data.
 
 A section is `def section(args, workdir) -> None` registered in SECTIONS; it reuses the
 corpus and tokenizer that `prepare` builds once into `workdir`.
 
-    python benchmarks/data.py [--only preprocess] [--rounds 3] [--max-mb 8]
+    python benchmarks/data.py [--only preprocess loader] [--rounds 3] [--max-mb 8]
 """
 
 from __future__ import annotations
@@ -82,8 +87,62 @@ def preprocess_section(args: argparse.Namespace, workdir: Path, prepared: dict) 
               f"{mtps:.2f} | {ratio:.2f}x | {entropy:.3f}")
 
 
+def _bpe(prepared: dict):
+    return next(t for n, t in prepared["tokenizers"].items() if n.startswith("bpe"))
+
+
+def loader_section(args: argparse.Namespace, workdir: Path, prepared: dict) -> None:
+    import fiddle as fdl
+    import nemo_run as run
+
+    from nemo_lite.cli.plot import read_scalars
+    from nemo_lite.llm.data.preprocess import preprocess
+    from nemo_lite.llm.data.pretraining import PreTrainingDataModule
+    from recipes import tiny_gpt
+
+    seq, micro, batch, steps = 128, 4, 16, args.loader_steps
+    tokenizer = _bpe(prepared)
+    prefix = workdir / "loader" / "data"
+    preprocess(prepared["corpus"].path, prefix, tokenizer=tokenizer, workers=1, log_interval=None)
+    rows = []
+    for workers in (0, 2):
+        data = PreTrainingDataModule(str(prefix), seq_length=seq, tokenizer=tokenizer,
+                                     micro_batch_size=micro, global_batch_size=batch,
+                                     num_workers=workers, split="98,2,0",
+                                     index_mapping_dir=str(workdir / "loader" / "cache"))
+        data.build(steps)
+        start, samples = time.perf_counter(), 0
+        for item in data.train_dataloader():
+            samples += item["tokens"].shape[0]
+        seconds = time.perf_counter() - start
+        rows.append((f"loader, {workers} workers", samples / seconds, samples, seconds))
+
+    recipe = tiny_gpt.pretrain_recipe(name="bench", dir=str(workdir / "runs"), devices=1)
+    config = recipe.model.config
+    config.seq_length, config.hidden_size = seq, 128
+    recipe.trainer.strategy.tensor_model_parallel_size = 1
+    recipe.trainer.max_steps = args.train_steps
+    recipe.resume.resume_if_exists = False
+    recipe.log.ckpt.every_n_train_steps = 10**6
+    recipe.data = run.Config(PreTrainingDataModule, paths=str(prefix), seq_length=seq,
+                             tokenizer=tokenizer, micro_batch_size=micro, global_batch_size=batch,
+                             split="98,2,0", index_mapping_dir=str(workdir / "loader" / "cache"))
+    run_dir = fdl.build(recipe)()
+    times = [t for step, t in read_scalars(run_dir, ("step_time",))["step_time"] if step > 2]
+    step = statistics.median(times)
+    train = batch / step
+    print(f"\nloader vs training (seq {seq}, micro-batch {micro}, global batch {batch}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
+    print("what | samples/s | samples | seconds | x the training step's need")
+    for name, rate, samples, seconds in rows:
+        print(f"{name} | {rate:,.0f} | {samples} | {seconds:.2f} | {rate / train:,.0f}x")
+    print(f"training step (1 CPU rank, median of {len(times)} steps: {step * 1000:.0f} ms) | "
+          f"{train:,.1f} | | | 1x")
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path, dict], None]] = {
     "preprocess": preprocess_section,
+    "loader": loader_section,
 }
 
 
@@ -94,6 +153,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--max-mb", type=float, default=8.0, help="corpus size cap")
     parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--loader-steps", type=int, default=100, help="global batches drained")
+    parser.add_argument("--train-steps", type=int, default=12, help="training steps timed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

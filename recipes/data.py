@@ -16,8 +16,9 @@ def mock_data(seq_length: int = 2048, global_batch_size: int = 512, micro_batch_
                       **kwargs)
 
 
-def pretraining_data(paths: Union[str, list[Any], dict[str, Any]], seq_length: int,
-                     global_batch_size: int, micro_batch_size: int, tokenizer: Any = None,
+def pretraining_data(paths: Union[str, list[Any], dict[str, Any], None] = None,
+                     seq_length: int = 2048, global_batch_size: int = 512,
+                     micro_batch_size: int = 1, tokenizer: Any = None,
                      **kwargs: Any) -> run.Config:
     """Megatron indexed datasets (.bin/.idx prefixes, weighted blends, train/validation/test
     split) with Megatron's batch sampler; `kwargs` go to PreTrainingDataModule (split,

@@ -18,6 +18,8 @@ import nemo_run as run
 from nemo_lite.cli import executors  # noqa: F401 - registers the run.executor=NAME factories
 from nemo_lite.cli.run_context import LiteRunContext
 from nemo_lite.llm import api
+from recipes.data import mock_data, pretraining_data
+from recipes.sft_data import finetuning_data
 
 ENTRYPOINTS = {"pretrain": api.pretrain, "finetune": api.finetune, "validate": api.validate}
 RECIPE_KINDS = {"pretrain": "pretrain", "finetune": "finetune", "validate": "pretrain"}
@@ -60,6 +62,11 @@ def register() -> None:
             run.cli.entrypoint(namespace="llm", run_ctx_cls=LiteRunContext)(fn)
         for name in list_recipes():
             run.cli.factory(target=fn, name=name)(LazyRecipe(name, RECIPE_KINDS[entry], entry))
+    # `data=NAME` on the command line swaps a recipe's data module. The overrides are parsed
+    # against the recipe's Partial, where NeMo-Run looks factories up by the parameter's
+    # annotation: the api's `data: Any` (Lightning stays unimported at start-up).
+    for data_factory in (mock_data, pretraining_data, finetuning_data):
+        run.cli.factory(target=Any, name=data_factory.__name__)(data_factory)
 
 
 register()

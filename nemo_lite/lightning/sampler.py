@@ -64,6 +64,22 @@ class MegatronPretrainingBatchSampler:
             yield window[lo : lo + self.micro_batch_size]
 
 
+class UnsizedBatches:
+    """Megatron's batch sampler without a length, for training.
+
+    Lightning counts steps while the sampler yields micro-batches (several per step); given a
+    length, a resumed run adds its restored step count to the micro-batches it fetches, ends the
+    epoch before the samples run out and restarts the sampler: samples repeat. Unsized, the
+    epoch ends only when the samples do, and training at max_steps.
+    """
+
+    def __init__(self, sampler: MegatronPretrainingBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.sampler)
+
+
 def count_eval_limits_in_global_batches(trainer: Any, num_microbatches: int) -> None:
     """`limit_val_batches=N` means N validation steps (global batches); Lightning counts the
     loader's items, which are micro-batches here (each step pulls all of its own)."""

@@ -29,12 +29,23 @@ _EXPORTS = {
     "gpt_forward_step": "nemo_lite.llm.gpt.steps",
     "MaskedTokenLossReduction": "nemo_lite.llm.loss",
     "MockDataModule": "nemo_lite.llm.data.mock",
+    "PreTrainingDataModule": "nemo_lite.llm.data.pretraining",
+    "FineTuningDataModule": "nemo_lite.llm.data.finetuning",
+    "preprocess": "nemo_lite.llm.data.preprocess",
+    "build_stdlib_corpus": "nemo_lite.llm.data.corpus",
+    "unigram_entropy": "nemo_lite.llm.data.corpus",
     "ByteTokenizer": "nemo_lite.llm.tokenizer",
+    "HFTokenizer": "nemo_lite.llm.tokenizer",
+    "SentencePieceTokenizer": "nemo_lite.llm.tokenizer",
+    "get_tokenizer": "nemo_lite.llm.tokenizer",
+    "train_bpe_tokenizer": "nemo_lite.llm.tokenizer",
     "train": "nemo_lite.llm.api",
     "pretrain": "nemo_lite.llm.api",
     "finetune": "nemo_lite.llm.api",
     "validate": "nemo_lite.llm.api",
 }
+
+_SUBPACKAGES = ("peft",)
 
 __all__ = sorted(_EXPORTS)
 _export, _export_names = lazy_exports(__name__, _EXPORTS)
@@ -51,6 +62,8 @@ def _recipe_names() -> tuple[str, ...]:
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return _export(name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     if not name.startswith("_") and name in _recipe_names():
         module = importlib.import_module(f"recipes.{name}")
         globals()[name] = module
@@ -59,4 +72,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*_export_names(), *_recipe_names()})
+    return sorted({*_export_names(), *_SUBPACKAGES, *_recipe_names()})

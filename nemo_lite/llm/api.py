@@ -33,6 +33,9 @@ def train(model: Any, data: Any, trainer: Any, log: Any = None, resume: Any = No
     """Fit `model` on `data`; returns the run directory (logs, checkpoints, config)."""
     if model_transform is not None:
         model.model_transform = model_transform
+        captured = getattr(model, "__io__", None)  # the saved context records it (io.json)
+        if captured is not None:
+            captured.arguments["model_transform"] = model_transform
     run_dir = _setup(model, trainer, log, resume, optim, tokenizer, data)
     trainer.fit(model, data)
     return run_dir

@@ -39,10 +39,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler
+from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler, UnsizedBatches
 from nemo_lite.llm.data.packing import PackedRows, TokenizedExample
 from nemo_lite.llm.data.resumable import ResumableDataMixin
-from nemo_lite.llm.tokenizer import ByteTokenizer
+from nemo_lite.llm.tokenizer import get_tokenizer
 
 CHAT_ROLES = ("system", "user", "assistant")
 SPLIT_FILES = {"train": "training.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
@@ -326,7 +326,7 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         self.max_example_length = seq_length  # truncation length of one example
         # What Megatron's schedule reads: the length of every row the model sees.
         self.seq_length = self.packed_size if self.packed else seq_length
-        self.tokenizer = tokenizer or ByteTokenizer()
+        self.tokenizer = get_tokenizer(tokenizer or "byte")  # a path or "byte" too
         if getattr(self.tokenizer, "eos_id", None) is None:
             raise FineTuningDataError("the tokenizer has no eos_id: answers must end with eos.")
         pad_id = getattr(self.tokenizer, "pad_id", None)
@@ -384,6 +384,8 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
             data_parallel_size=parallel_state.get_data_parallel_world_size(),
             drop_last=drop_last,
         )
+        if drop_last:  # training: unsized, see UnsizedBatches (exact resume)
+            sampler = UnsizedBatches(sampler)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
 

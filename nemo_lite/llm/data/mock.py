@@ -12,9 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler
+from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler, UnsizedBatches
 from nemo_lite.llm.data.resumable import ResumableDataMixin
-from nemo_lite.llm.tokenizer import ByteTokenizer
+from nemo_lite.llm.tokenizer import get_tokenizer
 
 
 class MockGPTDataset(Dataset):
@@ -65,7 +65,7 @@ class MockDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         if rampup_batch_size is not None:
             raise NotImplementedError("rampup_batch_size is not supported yet: leave it None.")
         self.seq_length = seq_length
-        self.tokenizer = tokenizer or ByteTokenizer()
+        self.tokenizer = get_tokenizer(tokenizer or "byte")  # a path or "byte" too
         self.micro_batch_size = micro_batch_size
         self.global_batch_size = global_batch_size
         self.num_train_samples = num_train_samples
@@ -93,6 +93,8 @@ class MockDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
             data_parallel_size=parallel_state.get_data_parallel_world_size(),
             drop_last=drop_last,
         )
+        if drop_last:  # training: unsized, see UnsizedBatches (exact resume)
+            sampler = UnsizedBatches(sampler)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
 

@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler
+from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler, UnsizedBatches
 from nemo_lite.llm.data.resumable import ResumableDataMixin
-from nemo_lite.llm.tokenizer import ByteTokenizer
+from nemo_lite.llm.tokenizer import get_tokenizer
 
 SPLITS = ("train", "validation", "test")
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
@@ -262,22 +262,6 @@ class MegatronSamples(Dataset):
         return out
 
 
-class UnsizedBatches:
-    """Megatron's batch sampler without a length, for training.
-
-    Lightning counts steps while the sampler yields micro-batches (several per step); given a
-    length, a resumed run adds its restored step count to the micro-batches it fetches, ends the
-    epoch before the samples run out and restarts the sampler: samples repeat. Unsized, the
-    epoch ends only when the samples do, and training at max_steps.
-    """
-
-    def __init__(self, sampler: MegatronPretrainingBatchSampler) -> None:
-        self.sampler = sampler
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.sampler)
-
-
 @contextlib.contextmanager
 def _process_group() -> Iterator[None]:
     """Megatron's builders call torch.distributed (BlendedDataset's cache even when no group
@@ -348,7 +332,7 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
                           stacklevel=2)
         self.paths = paths
         self.seq_length = seq_length
-        self.tokenizer = tokenizer or ByteTokenizer()
+        self.tokenizer = get_tokenizer(tokenizer or "byte")  # a path or "byte" too
         self.micro_batch_size = micro_batch_size
         self.global_batch_size = global_batch_size
         self.num_workers = num_workers

@@ -16,6 +16,7 @@ from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.optim import MegatronOptimizerModule
 from nemo_lite.llm.gpt.config import GPTConfig
 from nemo_lite.llm.loss import MaskedTokenLossReduction
+from nemo_lite.llm.tokenizer import get_tokenizer
 
 
 class GPTModel(pl.LightningModule, IOMixin):
@@ -29,7 +30,9 @@ class GPTModel(pl.LightningModule, IOMixin):
         super().__init__()
         self.config = config
         self.optim = optim or MegatronOptimizerModule()
-        self.tokenizer = tokenizer
+        # a tokenizer, or a local path / "byte" (what a command line can give)
+        self.tokenizer = tokenizer if tokenizer is None or hasattr(tokenizer, "vocab_size") \
+            else get_tokenizer(tokenizer)
         self.model_transform = model_transform
         self.module: torch.nn.ModuleList | None = None
         self.training_loss_reduction = MaskedTokenLossReduction()
