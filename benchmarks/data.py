@@ -153,7 +153,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--max-mb", type=float, default=8.0, help="corpus size cap")
     parser.add_argument("--vocab-size", type=int, default=8192)
-    parser.add_argument("--loader-steps", type=int, default=100, help="global batches drained")
+    parser.add_argument("--loader-steps", type=int, default=100,
+                        help="training steps the loader is built for (megatron builds whole "
+                             "epochs of samples: the loader drains them all)")
     parser.add_argument("--train-steps", type=int, default=12, help="training steps timed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -90,7 +90,7 @@ def main() -> None:
     print(f"\nvalidation loss vs the unigram baseline ({baseline:.4f} nats/token):")
     for step, loss in val:
         print(f"  step {step:5d}  val_loss {loss:.4f}  ({loss - baseline:+.4f})")
-    png, _ = plot_run(run_dir)
+    png, _ = plot_run(run_dir, baseline=baseline)
     result = {"baseline_nats": baseline, "final_val_loss": val[-1][1], "steps": args.steps,
               "val_curve": val, "run_dir": str(run_dir), "plot": str(png)}
     (Path(run_dir) / "stdlib_result.json").write_text(json.dumps(result, indent=1))

@@ -52,8 +52,9 @@ def read_scalars(run_dir: str | Path, tags: tuple[str, ...] = (TRAIN_TAG, VAL_TA
 
 
 def plot_run(run_dir: str | Path, output: str | Path | None = None, width: float = 8.0,
-             height: float = 5.0, dpi: int = 100):
-    """Write the PNG (default RUN_DIR/loss.png); returns (path, matplotlib Figure)."""
+             height: float = 5.0, dpi: int = 100, baseline: float | None = None):
+    """Write the PNG (default RUN_DIR/loss.png); returns (path, matplotlib Figure).
+    `baseline`: a horizontal reference line (e.g. the corpus' unigram entropy)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,9 +69,12 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, width: float
         if scalars[tag]:
             steps, values = zip(*scalars[tag], strict=True)
             axes.plot(steps, values, style, label=label, markersize=4)
+    if baseline is not None:
+        axes.axhline(baseline, color="gray", linestyle="--", label=f"baseline {baseline:.3f}")
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
-    axes.set_title(Path(run_dir).resolve().name)
+    where = Path(run_dir).resolve()
+    axes.set_title(where.name if where.name[:1].isalpha() else f"{where.parent.name}/{where.name}")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -87,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=float, default=8.0, help="inches (default 8)")
     parser.add_argument("--height", type=float, default=5.0, help="inches (default 5)")
     parser.add_argument("--dpi", type=int, default=100)
+    parser.add_argument("--baseline", type=float, help="draw a reference loss (e.g. unigram entropy)")
     args = parser.parse_args(argv)
     try:
-        path, _ = plot_run(args.run_dir, args.output, args.width, args.height, args.dpi)
+        path, _ = plot_run(args.run_dir, args.output, args.width, args.height, args.dpi,
+                           args.baseline)
     except PlotError as error:
         print(f"error: {error}", file=__import__("sys").stderr)
         return 2
