@@ -1,8 +1,10 @@
 """Which transformer layer implementation a GPT model uses.
 
-transformer-engine's spec when it imports and the run is on a GPU; megatron's local spec
+transformer-engine's spec when it is installed and the run is on a GPU; megatron's local spec
 otherwise, with two substitutions the local spec lacks on CPU: a norm that supports
 sequence parallelism, and a core attention that supports context parallelism.
+fp8 and TE userbuffers (tp_comm_overlap) exist only in TE's layers: `require_transformer_engine`
+gives their one clear error when the run cannot have them.
 """
 
 from __future__ import annotations
@@ -13,9 +15,30 @@ from typing import Any
 import torch
 
 
+def transformer_engine_installed() -> bool:
+    """Looked up, not imported: on a CPU machine TE's import alone can crash megatron."""
+    return importlib.util.find_spec("transformer_engine") is not None
+
+
 def transformer_engine_available() -> bool:
-    """TE is used only with a CUDA device: on CPU its import alone can crash megatron."""
-    return torch.cuda.is_available() and importlib.util.find_spec("transformer_engine") is not None
+    """TE is used only when this rank computes on a GPU (NCCL group, or CUDA with no group)."""
+    from nemo_lite.lightning.device import cuda_in_use
+
+    return cuda_in_use() and transformer_engine_installed()
+
+
+def require_transformer_engine(feature: str) -> None:
+    """Raise one clear line when `feature` (fp8, tp_comm_overlap...) cannot run here."""
+    from nemo_lite.lightning.device import cuda_in_use
+
+    if not cuda_in_use():
+        raise RuntimeError(
+            f"{feature} needs a CUDA GPU with transformer-engine, but this run computes on the "
+            "CPU: remove it for CPU runs, or run on GPUs (accelerator='gpu').")
+    if not transformer_engine_installed():
+        raise RuntimeError(
+            f"{feature} needs transformer-engine, which is not installed: "
+            "pip install -e '.[gpu]' (or transformer-engine[pytorch]), or remove it.")
 
 
 class SequenceParallelNorm:
@@ -70,6 +93,11 @@ def local_layer_spec(config: Any, vp_stage: int | None = None):
 
 
 def transformer_engine_layer_spec(config: Any, vp_stage: int | None = None):
+    """megatron-core 0.16.1's TE layer: fused norm+linear, TE attention (CP, fp8), experts.
+
+    Its `fp8` argument is deprecated there (fp8 is read from the config at run time) and is
+    not passed; TE normalises with `config.normalization` itself, so no norm is substituted.
+    """
     from megatron.core.models.gpt.gpt_layer_specs import (
         get_gpt_layer_with_transformer_engine_spec,
     )
@@ -78,10 +106,16 @@ def transformer_engine_layer_spec(config: Any, vp_stage: int | None = None):
         num_experts=config.num_moe_experts,
         moe_grouped_gemm=config.moe_grouped_gemm,
         qk_layernorm=config.qk_layernorm,
+        multi_latent_attention=config.multi_latent_attention,
+        moe_use_legacy_grouped_gemm=config.moe_use_legacy_grouped_gemm,
+        qk_l2_norm=config.qk_l2_norm,
     )
 
 
 def default_layer_spec(config: Any, vp_stage: int | None = None):
+    """TE's spec on a GPU with TE; the local spec otherwise (fp8 then refused, clearly)."""
     if transformer_engine_available():
         return transformer_engine_layer_spec(config, vp_stage)
+    if getattr(config, "fp8", None):
+        require_transformer_engine(f"fp8={config.fp8!r}")
     return local_layer_spec(config, vp_stage)
