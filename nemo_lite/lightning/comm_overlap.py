@@ -227,11 +227,15 @@ class MegatronCommOverlapCallback(Callback, IOMixin):
         )
 
     def _init_te_userbuffers(self, strategy: Any, config: Any) -> None:
-        """TE's userbuffers for the sequence-parallel activations, before any TE layer exists."""
+        """TE's userbuffers for the sequence-parallel activations, before any TE layer exists
+        (once per process: TE refuses a second initialisation, e.g. fit then validate)."""
         from megatron.core import parallel_state
         from transformer_engine.pytorch import module as te_module
 
-        shape = [strategy.seq_length * strategy.micro_batch_size
+        if getattr(te_module.base, "_ub_communicators", None) is not None:
+            return
+        seq = strategy.seq_length if strategy.seq_length > 1 else config.seq_length
+        shape = [seq * strategy.micro_batch_size
                  // parallel_state.get_context_parallel_world_size(), config.hidden_size]
         te_module.base.initialize_ub(
             shape=shape, tp_size=parallel_state.get_tensor_model_parallel_world_size(),

@@ -299,6 +299,36 @@ def test_callback_writes_model_and_ddp_configs(monkeypatch):
     assert ddp.bucket_size == 10_000 and ddp.check_for_nan_in_grad is True  # default kept
 
 
+def test_tp_overlap_initialises_te_userbuffers_once(monkeypatch):
+    """What the callback hands TE (TE itself is absent here: a recording stand-in)."""
+    from megatron.core import parallel_state
+
+    from nemo_lite.lightning.strategy import MegatronStrategy
+
+    calls = []
+    base = SimpleNamespace(_ub_communicators=None,
+                           initialize_ub=lambda **kw: calls.append(kw))
+    te_pytorch = SimpleNamespace(module=SimpleNamespace(base=base))
+    monkeypatch.setitem(sys.modules, "transformer_engine", SimpleNamespace(pytorch=te_pytorch))
+    monkeypatch.setitem(sys.modules, "transformer_engine.pytorch", te_pytorch)
+    monkeypatch.setattr(parallel_state, "get_context_parallel_world_size", lambda: 2)
+    monkeypatch.setattr(parallel_state, "get_tensor_model_parallel_world_size", lambda: 2)
+    facts = RunFacts(tp=2, sequence_parallel=True, cuda=True, transformer_engine=True)
+    monkeypatch.setattr(MegatronCommOverlapCallback, "_facts", staticmethod(lambda s, m: facts))
+    strategy = MegatronStrategy(tensor_model_parallel_size=2, sequence_parallel=True)
+    strategy.seq_length, strategy.micro_batch_size = 128, 2
+    module = SimpleNamespace(config=small_config())
+    cfg = {"qkv_fprop": {"method": "ring_exchange"}}
+    callback = MegatronCommOverlapCallback(tp_comm_overlap=True, tp_comm_overlap_cfg=cfg)
+    callback.setup(SimpleNamespace(strategy=strategy), module, "fit")
+    assert module.config.tp_comm_overlap is True
+    assert calls == [dict(shape=[128 * 2 // 2, 64], tp_size=2, use_fp8=False, ub_cfgs=cfg,
+                          bootstrap_backend="nccl")]
+    base._ub_communicators = {"qkv_fprop": object()}  # TE now holds them
+    callback.setup(SimpleNamespace(strategy=strategy), module, "validate")
+    assert len(calls) == 1
+
+
 def test_callback_needs_megatron_strategy():
     with pytest.raises(CommOverlapError, match=r"needs nl.MegatronStrategy, got"):
         MegatronCommOverlapCallback().setup(SimpleNamespace(strategy=object()), None, "fit")
@@ -343,9 +373,10 @@ class Record(pl.Callback):
         self.losses[trainer.global_step] = float(outputs["loss"])
 
 
-def train(work, name, overlap, resume=None, save=True):
+def train(work, name, overlap, resume=None, save=True, dist_opt=True):
     record = Record()
-    callbacks = [record] + ([MegatronCommOverlapCallback(bucket_size=5000)] if overlap else [])
+    callbacks = [record] + ([MegatronCommOverlapCallback(
+        bucket_size=5000, overlap_grad_reduce=True if not dist_opt else None)] if overlap else [])
     trainer = nl.Trainer(
         strategy=nl.MegatronStrategy(), devices=2, accelerator="cpu", max_steps=3,
         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False,
@@ -354,7 +385,7 @@ def train(work, name, overlap, resume=None, save=True):
     config = llm.GPTConfig(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=32,
                            vocab_size=512, hidden_dropout=0.0, attention_dropout=0.0)
     optim = nl.MegatronOptimizerModule(OptimizerConfig(lr=3e-3, clip_grad=1.0,
-                                                       use_distributed_optimizer=True))
+                                                       use_distributed_optimizer=dist_opt))
     ckpt = nl.ModelCheckpoint(every_n_train_steps=2, save_top_k=3) if save else None
     log = nl.NeMoLogger(explicit_log_dir=os.path.join(work, name), tensorboard=False, ckpt=ckpt)
     llm.train(llm.GPTModel(config, optim=optim),
@@ -370,8 +401,10 @@ def main():
     ckpts = os.path.join(work, "overlap", "checkpoints")
     step2 = next(os.path.join(ckpts, d) for d in os.listdir(ckpts) if d.startswith("step=2"))
     resumed = train(work, "resumed", overlap=True, resume=step2, save=False)
+    allreduce = train(work, "allreduce", overlap=True, save=False, dist_opt=False)
     if int(os.environ["RANK"]) == 0:
         json.dump({"plain": plain.losses, "overlap": overlap.losses, "resumed": resumed.losses,
+                   "allreduce": allreduce.losses, "allreduce_ddp": allreduce.ddp,
                    "ddp": overlap.ddp, "plain_ddp": plain.ddp}, open(sys.argv[2], "w"))
 
 
@@ -384,7 +417,8 @@ if __name__ == "__main__":  # checkpoint writers spawn processes that re-import 
 def test_dp_overlap_on_cpu_ranks_same_losses_and_exact_resume(tmp_path):
     """DP2 + distributed optimizer: the callback's automatic overlap (grad reduce-scatter,
     param all-gather) trains exactly like no overlap, and a resume from its step-2 checkpoint
-    repeats step 3 exactly (without the strategy's param sync before saving it did not)."""
+    repeats step 3 exactly (without the strategy's param sync before saving it did not: 5e-4
+    off). Plain DDP with overlap_grad_reduce=True trains the same too."""
     script = tmp_path / "overlap_resume.py"
     script.write_text(textwrap.dedent(RESUME_SCRIPT))
     out = tmp_path / "out.json"
@@ -407,3 +441,8 @@ def test_dp_overlap_on_cpu_ranks_same_losses_and_exact_resume(tmp_path):
     for step, loss in result["plain"].items():
         assert abs(result["overlap"][step] - loss) <= 1e-6 * abs(loss)
     assert result["resumed"] == {"3": result["overlap"]["3"]}
+    # plain DDP (all-reduce) with overlapped, bucketed grad reduction: same losses too
+    assert result["allreduce_ddp"] == {"overlap_grad_reduce": True, "overlap_param_gather": False,
+                                       "bucket_size": 5000}
+    for step, loss in result["plain"].items():
+        assert abs(result["allreduce"][step] - loss) <= 1e-6 * abs(loss)
