@@ -120,6 +120,9 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
         "formula": FORMULA,
         "precision": "32" if args.device == "cpu" and not args.bf16_on_cpu else "bf16-mixed",
         "fp8": args.fp8,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "devices": args.devices,
     }
 
 
@@ -206,9 +209,11 @@ def report(info: dict[str, Any], result: Optional[dict[str, Any]], dry: bool) ->
           f"{info['flops_per_step']:.6g} per step; 6N = {info['six_n_per_token']:.6g} per token")
     print(f"formula    {info['formula']}")
     if dry:
-        print("dry run    would train warmup + timed steps with nl.Trainer(accelerator='gpu') + "
-              "MegatronStrategy + GPTModel (TE layers when installed) on MockDataModule; "
-              "nothing was run")
+        table = ", ".join(f"{name} {peak:.0f}" for name, peak in PEAK_BF16_TFLOPS)
+        print(f"peaks      dense bf16 TFLOP/s by device name: {table}; other cards: MFU omitted")
+        print(f"dry run    would train {info['warmup']} warmup + {info['steps']} timed steps: "
+              f"nl.Trainer(accelerator='gpu', devices={info['devices']}) + MegatronStrategy + "
+              "GPTModel (TE layers when TE is installed) on MockDataModule; nothing was run")
         return
     if not result:
         return

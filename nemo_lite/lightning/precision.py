@@ -166,9 +166,11 @@ class MegatronMixedPrecision(Precision, IOMixin):
                     raise ValueError(f"{name}={getattr(self, name)}: use 0..{per_stage} "
                                      "(the layers of one pipeline stage).")
         if self.fp8_param_gather and config.use_cpu_initialization:
-            raise ValueError("fp8_param_gather keeps weights in fp8 on the GPU, which CPU "
-                             "initialisation cannot build: set the model config's "
-                             "use_cpu_initialization=False.")
+            # megatron then builds TE weights on the CPU (device='cpu') and copies a CPU
+            # master into them; fp8 weights are made by TE's GPU quantizers.
+            raise ValueError("fp8_param_gather needs weights built on the GPU, but the model "
+                             "config has use_cpu_initialization=True (GPTConfig's default): "
+                             "set use_cpu_initialization=False.")
         config.fp8 = self.fp8
         if self.fp8_recipe is not None:
             config.fp8_recipe = self.fp8_recipe
