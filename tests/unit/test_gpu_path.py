@@ -77,9 +77,9 @@ def test_megatron_fp8_recipe_names_are_accepted(recipe):
     assert f"'{recipe}'" in annotation
 
 
-def test_fp8_refused_on_cpu_at_setup_not_at_construction():
+def test_fp8_refused_on_cpu_at_setup_not_at_construction(monkeypatch):
     plugin = MegatronMixedPrecision("bf16-mixed", fp8="hybrid")  # building it is fine anywhere
-    assert not torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as here; GPU hosts too
     with pytest.raises(RuntimeError, match=r"fp8='hybrid' needs a CUDA GPU with "
                                            r"transformer-engine, but this run computes on the CPU"):
         plugin.configure_model(small_config())
@@ -159,7 +159,8 @@ def test_te_spec_only_with_cuda_and_te(monkeypatch):
     monkeypatch.setattr(layer_specs, "transformer_engine_layer_spec", lambda c, vp_stage=None: "te")
     monkeypatch.setattr(layer_specs, "local_layer_spec", lambda c, vp_stage=None: "local")
     config = small_config()
-    assert layer_specs.default_layer_spec(config) == "local"  # this machine: no CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert layer_specs.default_layer_spec(config) == "local"  # no CUDA
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(layer_specs, "transformer_engine_installed", lambda: False)
     assert layer_specs.default_layer_spec(config) == "local"  # CUDA without TE
@@ -199,7 +200,8 @@ def test_te_spec_arguments_match_megatron_signature(monkeypatch):
     assert seen["qk_layernorm"] is True and "fp8" not in seen  # deprecated in 0.16.1
 
 
-def test_local_spec_refuses_fp8():
+def test_local_spec_refuses_fp8(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     config = small_config()
     config.fp8 = "hybrid"
     with pytest.raises(RuntimeError, match=r"fp8='hybrid' needs a CUDA GPU"):
