@@ -200,8 +200,9 @@ SPEC_HELP = (
 
 
 def get_tokenizer(spec: Any) -> Any:
-    """A tokenizer from `spec` ("byte" or a local path); a tokenizer object is returned as is."""
-    if hasattr(spec, "text_to_ids"):
+    """A tokenizer from `spec` ("byte" or a local path); a tokenizer object (anything that is
+    not a str or path) is returned as is."""
+    if not isinstance(spec, (str, os.PathLike)):
         return spec
     spec = os.fspath(spec)
     if spec == "byte":
