@@ -16,6 +16,7 @@ _EXPORTS = {
     "MegatronParallel": "nemo_lite.lightning.parallel",
     "MegatronLossReduction": "nemo_lite.lightning.parallel",
     "MegatronMixedPrecision": "nemo_lite.lightning.precision",
+    "MegatronCommOverlapCallback": "nemo_lite.lightning.comm_overlap",
     "Trainer": "nemo_lite.lightning.trainer",
     "MegatronOptimizerModule": "nemo_lite.lightning.optim",
     "CosineAnnealingScheduler": "nemo_lite.lightning.optim",
