@@ -5,6 +5,7 @@ NeMo-Run's `run.run` / `Experiment` exit normally when a job FAILED; `run_and_wa
 """
 
 import contextlib
+import glob
 import os
 import re
 import shlex
@@ -47,7 +48,10 @@ class RunResult:
         prefix = f"sbatch_nemo_lite.{safety.slug(self.name, 'nemo_lite')}_"
         names = [f for f in os.listdir(self.job_dir) if f.endswith((".out", ".log", ".err"))
                  and (f.startswith(("log", prefix)))]
-        return sorted((os.path.join(self.job_dir, f) for f in names), key=os.path.getmtime)
+        paths = [os.path.join(self.job_dir, f) for f in names]
+        # local / torchrun: NeMo-Run's local scheduler keeps <app>/<role>/<replica>/combined.log
+        paths += glob.glob(os.path.join(self.job_dir, "nemo_run", "*", "*", "*", "combined.log"))
+        return sorted(paths, key=os.path.getmtime)
 
 
 @contextlib.contextmanager
@@ -155,6 +159,9 @@ def run_and_wait(task: Any, executor: Any, name: str = "nemo_lite", *, detach: b
         upload_secrets(executor)
     in_container = isinstance(executor, run.DockerExecutor)
     env = {} if remote_secrets or in_container else secrets
+    if isinstance(executor, run.LocalExecutor):  # torchrun / python of this environment first,
+        # also when it is not activated (a notebook kernel, .venv/bin/python script.py)
+        env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
     if in_container:
         env.update(docker_executor.engine_environment(executor))
     secrets_dir = docker_executor.write_secrets(executor, secrets) if in_container else None

@@ -174,6 +174,14 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         return is_cuda(self.root_device)
 
     # --- environment: process groups, megatron state, config --------------------------------
+    def _configure_launcher(self) -> None:
+        """No launcher for one process: Lightning's script launcher would start nothing, and it
+        refuses interactive sessions (a notebook kernel can then train one rank in place)."""
+        super()._configure_launcher()
+        if (self.num_processes * self.num_nodes == 1
+                and not self.cluster_environment.creates_processes_externally):
+            self._launcher = None
+
     def setup_environment(self) -> None:
         self._use_megatron_precision()
         self._validate_before_launch()

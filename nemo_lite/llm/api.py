@@ -17,6 +17,9 @@ def _setup(model: Any, trainer: Any, log: Any, resume: Any, optim: Any, tokenize
     load_secrets_file()  # secrets an executor passed through a file (docker)
     if optim is not None:
         model.optim = optim
+        captured = getattr(model, "__io__", None)  # the saved context rebuilds it too
+        if captured is not None:
+            captured.arguments["optim"] = optim
     if tokenizer == "data":
         model.tokenizer = model.tokenizer or getattr(data, "tokenizer", None)
     elif tokenizer not in (None, "model"):

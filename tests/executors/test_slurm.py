@@ -212,7 +212,7 @@ def test_bad_input_fails_before_anything_is_submitted(job_env, tmp_path):
     bad_conf.write_text(re.sub(r"^SlurmctldPort=\d+", "SlurmctldPort=9", text, flags=re.M))
     cases = [
         (["run.executor=slurmx"], job_env,
-         "unknown executor 'slurmx'. Did you mean 'slurm'? Known executors: local, torchrun, slurm."),
+         "unknown executor 'slurmx'. Did you mean 'slurm'? Known executors: local, torchrun, slurm, docker."),
         (["run.executor=slurm", f"run.executor.account={job_env['NEMO_LITE_SLURM_ACCOUNT']}"],
          job_env, "the slurm executor needs partition: set run.executor.partition=NAME"),
         (["run.executor=slurm", *slurm_args(job_env), "run.executor.ntasks_per_node=2",

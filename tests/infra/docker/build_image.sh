@@ -14,6 +14,8 @@ CACHE=${NEMO_LITE_DOCKER_CACHE:-/tmp/nemo_lite_docker/build}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 mkdir -p "$CACHE"
 log() { echo "== $*" >&2; }
+exec 9>"$CACHE/.lock"  # one build at a time: a second session waits, then finds the image
+flock 9
 
 freeze="$CACHE/requirements.txt"
 "$PY" -m pip freeze --exclude-editable --disable-pip-version-check | grep -v -i '^nemo-lite' > "$freeze"
