@@ -78,6 +78,19 @@ def git_repo(path: Path, files: dict[str, str] | None = None) -> Path:
     return path
 
 
+def nemo_cli(*args: str, env: dict, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    """NeMo-Run's `nemo` command of this environment."""
+    return subprocess.run([str(BIN / "nemo"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def experiment_job_dir(env: dict, title: str) -> Path:
+    """The job directory of the newest experiment `title` under env's NEMORUN_HOME."""
+    dirs = sorted((Path(env["NEMORUN_HOME"]) / "experiments" / title).glob(f"{title}_*/{title}"))
+    assert dirs, f"no experiment directory for {title}"
+    return dirs[-1]
+
+
 def slurm_args(env: dict) -> list[str]:
     return [f"run.executor.account={env['NEMO_LITE_SLURM_ACCOUNT']}",
             f"run.executor.partition={env['NEMO_LITE_SLURM_PARTITION']}"]

@@ -13,20 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.executors.conftest import BIN, TIMINGS, git_repo, step_losses
+from tests.executors.conftest import TIMINGS, experiment_job_dir, git_repo, nemo_cli, step_losses
 
 pytestmark = pytest.mark.distributed
 
 
-def _nemo(*args: str, env: dict, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "nemo"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _job_dir(env: dict, title: str) -> Path:
-    dirs = sorted((Path(env["NEMORUN_HOME"]) / "experiments" / title).glob(f"{title}_*/{title}"))
-    assert dirs, f"no experiment directory for {title}"
-    return dirs[-1]
 
 
 def test_cli_pretrains_tiny_gpt_on_two_ranks_in_a_container(docker_engine, docker_env, tmp_path):
@@ -34,14 +25,14 @@ def test_cli_pretrains_tiny_gpt_on_two_ranks_in_a_container(docker_engine, docke
     git packager archives it into the job directory, torchrun starts 2 ranks in the container."""
     repo = git_repo(tmp_path / "project")
     start = time.monotonic()
-    proc = _nemo("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=docker",
+    proc = nemo_cli("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=docker",
                  f"run.executor.container_image={docker_engine['image']}",
                  "run.executor.ntasks_per_node=2", "run.name=tiny", "trainer.max_steps=10", "-y",
                  env=docker_env, cwd=repo)
     TIMINGS.append(("docker: nemo llm pretrain tiny_gpt, 2 ranks, 10 steps (CLI to exit)",
                     time.monotonic() - start))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    job_dir = _job_dir(docker_env, "tiny")
+    job_dir = experiment_job_dir(docker_env, "tiny")
     assert (job_dir / "code" / "README.md").exists()  # the git archive is the working directory
     run_dir = job_dir / "code" / "nemo_experiments" / "default"
     assert (run_dir / "checkpoints" / "step=10-consumed_samples=80" / "nemo_lite.json").exists()
@@ -112,7 +103,7 @@ if __name__ == "__main__":
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-4000:]
     assert "RESULT SUCCEEDED" in out and "JOBFAILED FAILED" in out, proc.stdout[-4000:]
-    log = next(_job_dir(env, "check-0").glob("log_*.out")).read_text()
+    log = next(experiment_job_dir(env, "check-0").glob("log_*.out")).read_text()
     assert "caps 0000000000000000" in log, log
     mounts = re.search(r"mounts (\[.*\])", log)[1]
     assert mounts == "['/data', '/nemo_run']", mounts
@@ -122,7 +113,7 @@ if __name__ == "__main__":
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert secret not in out
-    failed = _job_dir(env, "check-3")
+    failed = experiment_job_dir(env, "check-3")
     assert json.loads(next(failed.glob("status_*.out")).read_text())["exit_code"] != "0"
     # torchrun exits 1 for a failed rank and reports the rank's own exit code
     assert re.search(r"exitcode\s*:\s*3", next(failed.glob("log_*.out")).read_text())
@@ -147,11 +138,11 @@ def test_bad_input_fails_before_anything_starts(docker_engine, docker_env, tmp_p
     before = subprocess.run(["docker", "ps", "-aq"], env=docker_env, capture_output=True,
                             text=True).stdout
     for what, (args, message) in cases.items():
-        proc = _nemo(*common, *args, env=docker_env, cwd=repo, timeout=120)
+        proc = nemo_cli(*common, *args, env=docker_env, cwd=repo, timeout=120)
         assert proc.returncode != 0, what
         assert message in proc.stderr, (what, proc.stderr[-2000:])
     (repo / "untracked.py").write_text("x = 1\n")
-    proc = _nemo(*common, f"run.executor.container_image={docker_engine['image']}",
+    proc = nemo_cli(*common, f"run.executor.container_image={docker_engine['image']}",
                  env=docker_env, cwd=repo, timeout=120)
     assert proc.returncode != 0 and "uncommitted or untracked files" in proc.stderr
     after = subprocess.run(["docker", "ps", "-aq"], env=docker_env, capture_output=True,

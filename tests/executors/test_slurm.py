@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.executors.conftest import (
-    BIN,
     TIMINGS,
     all_job_count,
+    experiment_job_dir,
     git_repo,
     job_ids,
+    nemo_cli,
     run_python,
     sacct_state,
     slurm_args,
@@ -26,15 +27,6 @@ from tests.executors.conftest import (
 pytestmark = pytest.mark.distributed
 
 
-def _nemo(*args: str, env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "nemo"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _job_dir(env: dict, title: str) -> Path:
-    dirs = sorted((Path(env["NEMORUN_HOME"]) / "experiments" / title).glob(f"{title}_*/{title}"))
-    assert dirs, f"no experiment directory for {title}"
-    return dirs[-1]
 
 
 def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path):
@@ -42,7 +34,7 @@ def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path):
     default git packager archives it, sbatch runs torchrun with 2 ranks, sacct says COMPLETED."""
     repo = git_repo(tmp_path / "project")
     start = time.monotonic()
-    proc = _nemo("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=slurm",
+    proc = nemo_cli("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=slurm",
                  *slurm_args(job_env), "run.executor.ntasks_per_node=2", "run.name=tiny",
                  "trainer.max_steps=10", "-y", env=job_env, cwd=repo)
     TIMINGS.append(("slurm: nemo llm pretrain tiny_gpt, 2 ranks, 10 steps (CLI to exit)",
@@ -50,7 +42,7 @@ def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (job_id,) = job_ids(job_env)
     assert sacct_state(job_env, job_id) == "COMPLETED"
-    job_dir = _job_dir(job_env, "tiny")
+    job_dir = experiment_job_dir(job_env, "tiny")
     assert (job_dir / "code" / "README.md").exists()  # the git archive is the working directory
     run_dir = job_dir / "code" / "nemo_experiments" / "default"
     assert (run_dir / "checkpoints" / "step=10-consumed_samples=80" / "nemo_lite.json").exists()
@@ -86,7 +78,7 @@ if __name__ == "__main__":
     assert "about to fail" in proc.stdout + proc.stderr  # the job's log was shown
 
     # the CLI: the job's script fails before the recipe starts (setup_lines)
-    proc = _nemo("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=slurm",
+    proc = nemo_cli("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=slurm",
                  *slurm_args(job_env), "run.executor.ntasks_per_node=2",
                  "run.executor.packager=none", "run.executor.setup_lines='exit 7'",
                  "run.name=failing", "-y", env=job_env, cwd=tmp_path)
@@ -192,7 +184,7 @@ if __name__ == "__main__":
     assert proc.returncode == 0, output[-5000:]
     assert f"RESULT SUCCEEDED {job_id}" in output
     assert sacct_state(job_env, job_id) == "COMPLETED"
-    job_dir = _job_dir(job_env, "requeue")
+    job_dir = experiment_job_dir(job_env, "requeue")
     restarted = (job_dir / f"log-nemo_lite.requeue_{job_id}_1.out").read_text()
     # nemo_lite's AutoResume logs "resuming from checkpoint" at INFO (not shown in job logs);
     # Lightning prints the restore
@@ -224,7 +216,7 @@ def test_bad_input_fails_before_anything_is_submitted(job_env, tmp_path):
          "Invalid account or account/partition combination specified)"),
     ]
     for args, env, words in cases:
-        proc = _nemo("llm", "pretrain", "--factory", "tiny_gpt", *args, "-y", env=env,
+        proc = nemo_cli("llm", "pretrain", "--factory", "tiny_gpt", *args, "-y", env=env,
                      cwd=tmp_path)
         last = (proc.stderr.strip().splitlines() or [""])[-1]
         assert proc.returncode == 2 and last.startswith("error: ") and words in last, (

@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler, UnsizedBatches
+from nemo_lite.lightning.sampler import PAD_INDEX
 from nemo_lite.llm.data.packing import PackedRows, TokenizedExample
 from nemo_lite.llm.data.resumable import ResumableDataMixin
 from nemo_lite.llm.tokenizer import get_tokenizer
@@ -372,23 +372,6 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
             return 1
         return max(1, math.ceil(max_steps * self.global_batch_size / num_rows))
 
-    def _loader(self, dataset: Dataset, consumed: int, drop_last: bool) -> DataLoader:
-        from megatron.core import parallel_state
-
-        sampler = MegatronPretrainingBatchSampler(
-            total_samples=len(dataset),
-            consumed_samples=consumed,
-            micro_batch_size=self.micro_batch_size,
-            global_batch_size=self.global_batch_size,
-            data_parallel_rank=parallel_state.get_data_parallel_rank(),
-            data_parallel_size=parallel_state.get_data_parallel_world_size(),
-            drop_last=drop_last,
-        )
-        if drop_last:  # training: unsized, see UnsizedBatches (exact resume)
-            sampler = UnsizedBatches(sampler)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
-
     def train_dataloader(self) -> DataLoader:
         rows = self.rows("train")
         if len(rows) < self.global_batch_size:
@@ -399,13 +382,13 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
                 stacklevel=2,
             )
         dataset = SFTDataset(rows, self._epochs(len(rows)), self.seed, shuffle=True)
-        return self._loader(dataset, self.init_consumed_samples, drop_last=True)
+        return self.megatron_loader(dataset, self.init_consumed_samples, training=True)
 
     def _eval_loader(self, split: str) -> Any:
         rows = self.rows(split)
         if rows is None:
             return []  # no such file under dataset_root: nothing to evaluate
-        return self._loader(SFTDataset(rows), 0, drop_last=False)
+        return self.megatron_loader(SFTDataset(rows), 0, training=False)
 
     def val_dataloader(self) -> Any:
         return self._eval_loader("validation")

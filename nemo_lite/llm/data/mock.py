@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler, UnsizedBatches
+from nemo_lite.lightning.sampler import PAD_INDEX
 from nemo_lite.llm.data.resumable import ResumableDataMixin
 from nemo_lite.llm.tokenizer import get_tokenizer
 
@@ -81,29 +81,12 @@ class MockDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         return MockGPTDataset(num_samples, self.seq_length, self.tokenizer.vocab_size,
                               self.seed + offset)
 
-    def _loader(self, dataset: Dataset, consumed: int, drop_last: bool) -> DataLoader:
-        from megatron.core import parallel_state
-
-        sampler = MegatronPretrainingBatchSampler(
-            total_samples=len(dataset),
-            consumed_samples=consumed,
-            micro_batch_size=self.micro_batch_size,
-            global_batch_size=self.global_batch_size,
-            data_parallel_rank=parallel_state.get_data_parallel_rank(),
-            data_parallel_size=parallel_state.get_data_parallel_world_size(),
-            drop_last=drop_last,
-        )
-        if drop_last:  # training: unsized, see UnsizedBatches (exact resume)
-            sampler = UnsizedBatches(sampler)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.num_train_samples, 0), self.init_consumed_samples,
-                            drop_last=True)
+        return self.megatron_loader(self._dataset(self.num_train_samples, 0), self.init_consumed_samples,
+                            training=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.num_val_samples, 1), 0, drop_last=False)
+        return self.megatron_loader(self._dataset(self.num_val_samples, 1), 0, training=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.num_test_samples, 2), 0, drop_last=False)
+        return self.megatron_loader(self._dataset(self.num_test_samples, 2), 0, training=False)

@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.sampler import PAD_INDEX, MegatronPretrainingBatchSampler, UnsizedBatches
-from nemo_lite.llm.data.resumable import ResumableDataMixin
+from nemo_lite.lightning.sampler import PAD_INDEX
+from nemo_lite.llm.data.resumable import ResumableDataMixin, data_parallel_rank_and_size
 from nemo_lite.llm.tokenizer import get_tokenizer
 
 SPLITS = ("train", "validation", "test")
@@ -278,18 +278,6 @@ def _process_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def _data_parallel() -> tuple[int, int]:
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
-    if parallel_state.model_parallel_is_initialized():
-        return (parallel_state.get_data_parallel_rank(),
-                parallel_state.get_data_parallel_world_size())
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
     """NeMo 2.0's PreTrainingDataModule arguments over megatron's GPTDataset.
 
@@ -418,7 +406,7 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
                                "build(max_steps, ...) instead.")
         limits = [trainer.limit_val_batches, trainer.limit_test_batches]
         if getattr(trainer, "_nemo_lite_limits_scaled", False):  # counted in micro-batches
-            micro = self.global_batch_size // (self.micro_batch_size * _data_parallel()[1])
+            micro = self.global_batch_size // (self.micro_batch_size * data_parallel_rank_and_size()[1])
             limits = [x // micro if isinstance(x, int) else x for x in limits]
         self.build(trainer.max_steps, trainer.val_check_interval, *limits, stage=stage)
 
@@ -497,16 +485,8 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
 
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, split: str, consumed: int, drop_last: bool) -> DataLoader:
-        rank, size = _data_parallel()
-        sampler: Any = MegatronPretrainingBatchSampler(
-            total_samples=len(self.datasets[split]), consumed_samples=consumed,
-            micro_batch_size=self.micro_batch_size, global_batch_size=self.global_batch_size,
-            data_parallel_rank=rank, data_parallel_size=size, drop_last=drop_last)
-        if split == "train":
-            sampler = UnsizedBatches(sampler)
-        return DataLoader(MegatronSamples(self.datasets[split]), batch_sampler=sampler,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers)
+        return self.megatron_loader(MegatronSamples(self.datasets[split]), consumed,
+                                    training=split == "train")
 
     def train_dataloader(self) -> DataLoader:
         if "train" not in self.datasets:

@@ -11,6 +11,19 @@ import warnings
 from typing import Any
 
 
+def data_parallel_rank_and_size() -> tuple[int, int]:
+    """This rank's place among the data-parallel ranks (0 of 1 outside a run)."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        return (parallel_state.get_data_parallel_rank(),
+                parallel_state.get_data_parallel_world_size())
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class ResumableDataMixin:
     """For a LightningDataModule with `global_batch_size`; Lightning calls state_dict/load_state_dict."""
 
@@ -34,3 +47,23 @@ class ResumableDataMixin:
         # Lightning warns that a mid-epoch resume with a plain DataLoader repeats data; the
         # sampler restarting at `consumed_samples` is what makes it exact here.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+
+    def megatron_loader(self, dataset: Any, consumed: int, training: bool) -> Any:
+        """A DataLoader over `dataset` with Megatron's batch sampler from `consumed` samples:
+        this rank's micro-batches of each global batch. Training drops an incomplete last
+        global batch and is unsized (see UnsizedBatches: exact resume); evaluation keeps it,
+        padded with samples that carry no loss. Uses the module's micro_batch_size,
+        num_workers, pin_memory, persistent_workers."""
+        from torch.utils.data import DataLoader
+
+        from nemo_lite.lightning.sampler import MegatronPretrainingBatchSampler, UnsizedBatches
+
+        rank, size = data_parallel_rank_and_size()
+        sampler: Any = MegatronPretrainingBatchSampler(
+            total_samples=len(dataset), consumed_samples=consumed,
+            micro_batch_size=self.micro_batch_size, global_batch_size=self.global_batch_size,
+            data_parallel_rank=rank, data_parallel_size=size, drop_last=training)
+        if training:
+            sampler = UnsizedBatches(sampler)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
