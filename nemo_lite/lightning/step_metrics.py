@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from nemo_lite.lightning.device import is_cuda
+
 GiB = 1024**3
 
 
@@ -32,7 +34,7 @@ def tokens_per_step(trainer: Any) -> int | None:
 
 def memory_in_use(device: torch.device) -> float:
     """GiB: peak allocated on a CUDA device, resident set size of this process on CPU."""
-    if device.type == "cuda":
+    if is_cuda(device):
         return torch.cuda.max_memory_allocated(device) / GiB
     import psutil
 

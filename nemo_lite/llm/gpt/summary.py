@@ -70,6 +70,7 @@ def _gather(value: int) -> list[int]:
 
 def run_summary(trainer: Any, model: Any) -> RunSummary:
     """Collective (every rank calls it: parameters are gathered)."""
+    from nemo_lite.lightning.device import is_cuda
     from nemo_lite.llm.gpt.memory import estimate_memory
     from nemo_lite.llm.gpt.params import count_parameters
 
@@ -94,11 +95,11 @@ def run_summary(trainer: Any, model: Any) -> RunSummary:
             distributed_optimizer=bool(getattr(getattr(model.optim, "config", None),
                                                "use_distributed_optimizer", False)),
             micro_batch_size=strategy.micro_batch_size, num_microbatches=strategy.num_microbatches,
-            vocab_size=vocab, flash_attention=strategy.root_device.type != "cpu")
+            vocab_size=vocab, flash_attention=is_cuda(strategy.root_device))
         memory, lines = estimate.total / 1024**3, estimate.lines()
     except (ValueError, TypeError, AttributeError):  # a model the estimate does not know
         pass
-    backend = "nccl" if strategy.root_device.type == "cuda" else "gloo"
+    backend = "nccl" if is_cuda(strategy.root_device) else "gloo"
     model_text = (f"{type(model).__name__}: {config.num_layers} layers, hidden "
                   f"{config.hidden_size}, {config.num_attention_heads} heads, seq "
                   f"{config.seq_length}" + (f", vocab {vocab}" if vocab else "")
