@@ -5,6 +5,7 @@ NeMo-Run's `run.run` / `Experiment` exit normally when a job FAILED; `run_and_wa
 """
 
 import contextlib
+import copy
 import glob
 import os
 import re
@@ -164,7 +165,10 @@ def run_and_wait(task: Any, executor: Any, name: str = "nemo_lite", *, detach: b
         env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
     if in_container:
         env.update(docker_executor.engine_environment(executor))
-    secrets_dir = docker_executor.write_secrets(executor, secrets) if in_container else None
+    secrets_dir = None
+    if in_container and secrets:  # on a copy: the caller's executor keeps no per-run mount
+        executor = copy.deepcopy(executor)
+        secrets_dir = docker_executor.write_secrets(executor, secrets)
     try:
         with _environ(env), run.Experiment(title, executor=executor, log_level=log_level) as exp:
             exp.add(task, name=title, tail_logs=tail_logs)
