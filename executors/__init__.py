@@ -29,9 +29,9 @@ from executors.factories import (
     slurm,
     torchrun,
 )
-from executors.launch import RunResult, build, prepare, run_and_wait
+from executors.launch import RunResult, build, prepare, run_and_wait, run_experiment
 from executors.slurm import check_cluster, check_code, preflight
 
 __all__ = ["ExecutorError", "build", "FACTORIES", "JobFailed", "RunResult", "check_cluster", "check_code",
-           "check_name", "docker", "get", "local", "names", "preflight", "prepare", "run_and_wait", "slurm",
+           "check_name", "docker", "get", "local", "names", "preflight", "prepare", "run_and_wait", "run_experiment", "slurm",
            "torchrun"]

@@ -1,4 +1,5 @@
-"""Run one task on an executor, show its logs while it runs, and return (or raise) its state.
+"""Run one task (or an experiment of several) on an executor, show the logs while it runs, and
+return (or raise) the state.
 
 NeMo-Run's `run.run` / `Experiment` exit normally when a job FAILED; `run_and_wait` raises
 `JobFailed` instead (the CLI exits 1), after the checks that must come before a submission.
@@ -138,22 +139,9 @@ def _job_id(handle: str) -> str:
     return match[1] if match else ""
 
 
-def run_and_wait(task: Any, executor: Any, name: str = "nemo_lite", *, detach: bool = False,
-                 tail_logs: bool = True, check: bool = True, preflight_checks: bool = True,
-                 log_level: str = "INFO") -> RunResult:
-    """Submit `task` (a run.Partial such as a recipe, or a run.Script) on `executor` (a
-    run.Config from `executors.local/torchrun/slurm`, or a NeMo-Run executor), print its logs
-    while it runs, wait for the end, and return a RunResult.
-
-    With `check` (default) a job that did not succeed raises JobFailed. Bad input or an
-    unreachable cluster raise ExecutorError before anything is submitted. `name` may be any
-    text: files and Slurm's job name use a slug of it, the job sees it as $NEMO_LITE_JOB_NAME.
-    `detach=True` (Slurm) returns once the job is submitted.
-    """
-    if not isinstance(task, (fdl.Buildable, run.Script)):
-        raise ExecutorError(f"not a task: {task!r} (expected a run.Partial or run.Script)")
-    executor = prepare(executor, name, preflight_checks)
-    title = safety.slug(name, "nemo_lite")
+def _launch_environment(executor: Any) -> tuple[Any, dict[str, str], str | None, str | None]:
+    """(executor, environment to launch in, remote secrets file, local secrets directory).
+    Secrets never go into executor fields: see docs/executors.md."""
     secrets = secret_env(executor)
     remote_secrets = getattr(executor, SECRETS_FILE_ATTR, None)
     if remote_secrets:
@@ -163,37 +151,106 @@ def run_and_wait(task: Any, executor: Any, name: str = "nemo_lite", *, detach: b
     if isinstance(executor, run.LocalExecutor):  # torchrun / python of this environment first,
         # also when it is not activated (a notebook kernel, .venv/bin/python script.py)
         env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
+    secrets_dir = None
     if in_container:
         env.update(docker_executor.engine_environment(executor))
-    secrets_dir = None
-    if in_container and secrets:  # on a copy: the caller's executor keeps no per-run mount
-        executor = copy.deepcopy(executor)
-        secrets_dir = docker_executor.write_secrets(executor, secrets)
+        if secrets:  # on a copy: the caller's executor keeps no per-run mount
+            executor = copy.deepcopy(executor)
+            secrets_dir = docker_executor.write_secrets(executor, secrets)
+    return executor, env, remote_secrets, secrets_dir
+
+
+def _clean_up(executor: Any, remote_secrets: str | None, secrets_dir: str | None) -> None:
+    if remote_secrets:
+        with contextlib.suppress(Exception):
+            executor.tunnel.run(f"rm -f {shlex.quote(remote_secrets)}", hide=True, warn=True)
+    if secrets_dir:
+        shutil.rmtree(secrets_dir, ignore_errors=True)
+
+
+def _result(job: Any, name: str, experiment_id: str, detach: bool) -> RunResult:
+    state = getattr(job.state, "name", str(job.state))
+    if (isinstance(job.executor, run.DockerExecutor) and not detach
+            and state not in ("SUCCEEDED", "FAILED", "CANCELLED")):
+        # NeMo-Run may look after the engine removed the container: its status file decides
+        state = docker_executor.state_from_status_file(job.executor.job_dir) or state
+    handle = job.handle or ""
+    return RunResult(name=name, state=state, job_id=_job_id(handle), experiment_id=experiment_id,
+                     job_dir=job.executor.job_dir, handle=handle)
+
+
+def _failure(result: RunResult, executor: Any) -> JobFailed:
+    logs = result.logs()
+    if logs:  # a short job can end before NeMo-Run's log tailing shows anything
+        with open(logs[-1], errors="replace") as f:
+            tail = f.readlines()[-20:]
+        print(f"--- last lines of {logs[-1]}:", "".join(tail), sep="\n", file=sys.stderr)
+    where = f"; log: {logs[-1]}" if logs else f"; job directory: {result.job_dir}"
+    return JobFailed(f"job '{result.name}' ({type(executor).__name__} {result.job_id}) ended "
+                     f"{result.state}{where}", result)
+
+
+def _check_task(task: Any) -> None:
+    if not isinstance(task, (fdl.Buildable, run.Script)):
+        raise ExecutorError(f"not a task: {task!r} (expected a run.Partial or run.Script)")
+
+
+def run_and_wait(task: Any, executor: Any, name: str = "nemo_lite", *, detach: bool = False,
+                 tail_logs: bool = True, check: bool = True, preflight_checks: bool = True,
+                 log_level: str = "INFO") -> RunResult:
+    """Submit `task` (a run.Partial such as a recipe, or a run.Script) on `executor` (a
+    run.Config from `executors.local/torchrun/slurm/docker`, or a NeMo-Run executor), print its
+    logs while it runs, wait for the end, and return a RunResult.
+
+    With `check` (default) a job that did not succeed raises JobFailed. Bad input or an
+    unreachable cluster raise ExecutorError before anything is submitted. `name` may be any
+    text: files and Slurm's job name use a slug of it, the job sees it as $NEMO_LITE_JOB_NAME.
+    `detach=True` (Slurm) returns once the job is submitted.
+    """
+    _check_task(task)
+    executor = prepare(executor, name, preflight_checks)
+    title = safety.slug(name, "nemo_lite")
+    executor, env, remote_secrets, secrets_dir = _launch_environment(executor)
     try:
         with _environ(env), run.Experiment(title, executor=executor, log_level=log_level) as exp:
             exp.add(task, name=title, tail_logs=tail_logs)
             exp.run(detach=detach)
     finally:
-        if remote_secrets and not detach:  # a detached job still needs its secrets file
-            with contextlib.suppress(Exception):
-                executor.tunnel.run(f"rm -f {shlex.quote(remote_secrets)}", hide=True, warn=True)
-        if secrets_dir and not detach:  # a detached container still needs its secrets
-            shutil.rmtree(secrets_dir, ignore_errors=True)
-    job = exp.jobs[0]
-    state = getattr(job.state, "name", str(job.state))
-    if in_container and not detach and state not in ("SUCCEEDED", "FAILED", "CANCELLED"):
-        # NeMo-Run may look after the engine removed the container: its status file decides
-        state = docker_executor.state_from_status_file(job.executor.job_dir) or state
-    handle = job.handle or ""
-    result = RunResult(name=name, state=state, job_id=_job_id(handle), experiment_id=exp._id,
-                       job_dir=job.executor.job_dir, handle=handle)
+        if not detach:  # a detached job still needs its secrets
+            _clean_up(executor, remote_secrets, secrets_dir)
+    result = _result(exp.jobs[0], name, exp._id, detach)
     if check and not detach and not result.ok:
-        logs = result.logs()
-        if logs:  # a short job can end before NeMo-Run's log tailing shows anything
-            with open(logs[-1], errors="replace") as f:
-                tail = f.readlines()[-20:]
-            print(f"--- last lines of {logs[-1]}:", "".join(tail), sep="\n", file=sys.stderr)
-        where = f"; log: {logs[-1]}" if logs else f"; job directory: {result.job_dir}"
-        raise JobFailed(f"job '{name}' ({type(executor).__name__} {result.job_id}) ended "
-                        f"{state}{where}", result)
+        raise _failure(result, executor)
     return result
+
+
+def run_experiment(tasks: dict[str, Any], executor: Any, title: str = "nemo_lite", *,
+                   sequential: bool = True, tail_logs: bool = True, check: bool = True,
+                   preflight_checks: bool = True, log_level: str = "INFO") -> list[RunResult]:
+    """Several tasks in one NeMo-Run Experiment, e.g. `{"pretrain": recipe, "validate": val}`,
+    on one executor: with `sequential` (default) each starts when the one before it ended.
+    Logs are shown live; returns a RunResult per task, in order. With `check`, any task that
+    did not succeed raises JobFailed naming the first one (NeMo-Run itself exits 0)."""
+    if not tasks:
+        raise ExecutorError("run_experiment needs at least one task: {name: task, ...}.")
+    for task in tasks.values():
+        _check_task(task)
+    names = [safety.slug(name, f"task{i}") for i, name in enumerate(tasks)]
+    if len(set(names)) != len(names):
+        raise ExecutorError(f"task names {list(tasks)} give the same file names {names}: "
+                            "make them differ in letters or digits.")
+    executor = prepare(executor, title, preflight_checks)
+    executor, env, remote_secrets, secrets_dir = _launch_environment(executor)
+    try:
+        with _environ(env), run.Experiment(safety.slug(title, "nemo_lite"), executor=executor,
+                                           log_level=log_level) as exp:
+            for slug, task in zip(names, tasks.values(), strict=True):
+                exp.add(task, name=slug, tail_logs=tail_logs)
+            exp.run(sequential=sequential)
+    finally:
+        _clean_up(executor, remote_secrets, secrets_dir)
+    results = [_result(job, name, exp._id, False) for job, name in zip(exp.jobs, tasks, strict=True)]
+    failed = [r for r in results if not r.ok]
+    if check and failed:
+        raise _failure(failed[0], executor)
+    return results
