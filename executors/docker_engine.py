@@ -23,7 +23,7 @@ import nemo_run as run
 
 from executors import safety
 from executors.errors import ExecutorError
-from executors.slurm import OPTIONS_ATTR, SECRETS_ATTR, check_code
+from executors.slurm import OPTIONS_ATTR, SECRETS_ATTR, check_code, make_packager
 
 DOCKER_HOST_ATTR = "_nemo_lite_docker_host"
 NETWORK = "nemo_lite"
@@ -121,11 +121,8 @@ def build_docker(
     if packager not in ("git", "none"):
         raise ExecutorError(f"unknown packager {packager!r}: choose one of git, none.")
     mounts = [check_volume(v) for v in (volumes or [])]
-    env = dict(env_vars or {})
-    safety.check_env_names(env)
+    plain, secrets = safety.split_secrets(env_vars)
     safety.check_env_names(pass_env or [], "pass_env")
-    secrets = {k: str(v) for k, v in env.items() if safety.is_secret(k)}
-    plain = {k: str(v) for k, v in env.items() if k not in secrets}
     gpus = gpus_on_this_machine() and -1 if num_gpus is None else int(num_gpus)
     user = str(user) if user is not None else f"{os.getuid()}:{os.getgid()}"
     if not re.fullmatch(r"\d+(:\d+)?", user):
@@ -133,11 +130,7 @@ def build_docker(
     if not user.startswith("0") and "HOME" not in plain:
         plain["HOME"] = "/tmp"  # a uid without a home in the image
 
-    if packager == "git":
-        pack: Any = run.GitArchivePackager(check_uncommitted_changes=not allow_dirty,
-                                           check_untracked_files=not allow_dirty)
-    else:
-        pack = run.Packager()
+    pack = make_packager(packager, allow_dirty)
     executor = run.DockerExecutor(
         container_image=str(container_image),
         ntasks_per_node=int(ntasks_per_node),

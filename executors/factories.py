@@ -18,13 +18,6 @@ from executors.errors import ExecutorError
 from executors.slurm import SECRETS_ATTR, build_slurm
 
 
-def _env(env_vars: Optional[dict[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
-    env = dict(env_vars or {})
-    safety.check_env_names(env)
-    secrets = {k: str(v) for k, v in env.items() if safety.is_secret(k)}
-    return {k: str(v) for k, v in env.items() if k not in secrets}, secrets
-
-
 def build_local(ntasks_per_node: int = 1, env_vars: Optional[dict[str, str]] = None) -> run.LocalExecutor:
     """One process on this machine, no launcher: the recipe runs as a single rank
     (trainer.devices=1). For several ranks use `torchrun`."""
@@ -33,7 +26,7 @@ def build_local(ntasks_per_node: int = 1, env_vars: Optional[dict[str, str]] = N
             f"the local executor runs one process (ntasks_per_node={ntasks_per_node} asked): for "
             f"{ntasks_per_node} ranks on this machine use run.executor=torchrun "
             f"run.executor.ntasks_per_node={ntasks_per_node}.")
-    plain, secrets = _env(env_vars)
+    plain, secrets = safety.split_secrets(env_vars)
     executor = run.LocalExecutor(ntasks_per_node=1, launcher=None, env_vars=plain)
     setattr(executor, SECRETS_ATTR, secrets)
     return executor
@@ -44,7 +37,7 @@ def build_torchrun(ntasks_per_node: int = 1, env_vars: Optional[dict[str, str]] 
     nemo_lite picks the backend from the device)."""
     if int(ntasks_per_node) < 1:
         raise ExecutorError(f"ntasks_per_node must be >= 1 (got {ntasks_per_node}).")
-    plain, secrets = _env(env_vars)
+    plain, secrets = safety.split_secrets(env_vars)
     executor = run.LocalExecutor(ntasks_per_node=int(ntasks_per_node), launcher="torchrun",
                                  env_vars=plain)
     setattr(executor, SECRETS_ATTR, secrets)

@@ -82,3 +82,12 @@ def export_lines(env: dict) -> list[str]:
 def redact(env: dict) -> dict:
     """`env` with the values of secret names replaced, for printing and saved configs."""
     return {k: ("<redacted>" if is_secret(k) else v) for k, v in env.items()}
+
+
+def split_secrets(env_vars: dict | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain, secret) environment values, names checked: secrets never go into a field that
+    NeMo-Run writes to a file."""
+    env = dict(env_vars or {})
+    check_env_names(env)
+    secrets = {k: str(v) for k, v in env.items() if is_secret(k)}
+    return {k: str(v) for k, v in env.items() if k not in secrets}, secrets

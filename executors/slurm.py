@@ -95,11 +95,8 @@ def build_slurm(
                             "(srun starts ntasks_per_node processes itself).")
     if packager not in PACKAGERS:
         raise ExecutorError(f"unknown packager {packager!r}: choose one of {', '.join(PACKAGERS)}.")
-    env = dict(env_vars or {})
-    safety.check_env_names(env)
+    plain, secrets = safety.split_secrets(env_vars)
     safety.check_env_names(pass_env or [], "pass_env")
-    secrets = {k: str(v) for k, v in env.items() if safety.is_secret(k)}
-    plain = {k: v for k, v in env.items() if k not in secrets}
 
     if ssh_host:
         if not job_dir:
@@ -138,11 +135,7 @@ def build_slurm(
     if setup_lines:
         lines.append(setup_lines)
 
-    if packager == "git":
-        pack: Any = run.GitArchivePackager(check_uncommitted_changes=not allow_dirty,
-                                           check_untracked_files=not allow_dirty)
-    else:
-        pack = run.Packager()
+    pack = make_packager(packager, allow_dirty)
 
     executor = run.SlurmExecutor(
         account=account, partition=partition, nodes=int(nodes),
@@ -227,6 +220,15 @@ def check_cluster(executor: run.SlurmExecutor, timeout: float = PREFLIGHT_TIMEOU
         raise ExecutorError(f"Slurm refuses this job ({detail.strip()[:300]}): check account "
                             f"'{executor.account}', partition '{executor.partition}', nodes, "
                             "time and resources.")
+
+
+def make_packager(packager: str, allow_dirty: bool) -> Any:
+    """"git": the current repository at HEAD, refusing uncommitted or untracked files unless
+    allow_dirty; "none": nothing (the job imports the code installed where it runs)."""
+    if packager == "git":
+        return run.GitArchivePackager(check_uncommitted_changes=not allow_dirty,
+                                      check_untracked_files=not allow_dirty)
+    return run.Packager()
 
 
 def check_code(executor: run.SlurmExecutor, cwd: Optional[str] = None) -> None:

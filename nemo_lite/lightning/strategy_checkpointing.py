@@ -15,9 +15,8 @@ from typing import Any
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nemo_lite.lightning import rng
-from nemo_lite.lightning.checkpoint_io import (
-    CONTEXT_DIR,
-    CheckpointError,
+from nemo_lite.lightning.checkpoint_io import CONTEXT_DIR, CheckpointError
+from nemo_lite.lightning.model_state import (
     load_model_state,
     merge_parts,
     model_sharded_state_dict,

@@ -19,7 +19,7 @@ from nemo_lite.io.capture import IOMixin
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
-TRAINABLE_ONLY_ATTR = "checkpoint_trainable_only"  # read by nemo_lite.lightning.checkpoint_io
+TRAINABLE_ONLY_ATTR = "checkpoint_trainable_only"  # read by nemo_lite.lightning.model_state
 
 
 class LoRAConfigError(ValueError):
@@ -135,7 +135,7 @@ def megatron_chunks(model: Any) -> list:
     """The megatron modules inside a GPTModel / DDP / Float16Module wrapper or a list."""
     import torch
 
-    from nemo_lite.lightning.checkpoint_io import unwrap
+    from nemo_lite.lightning.model_state import unwrap
 
     if isinstance(model, (list, tuple, torch.nn.ModuleList)):
         return [unwrap(m) for m in model]
