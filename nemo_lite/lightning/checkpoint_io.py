@@ -42,6 +42,7 @@ from nemo_lite.lightning.checkpoint_dir import (  # noqa: F401 - re-exported
     is_complete_checkpoint,
     read_manifest,
 )
+from nemo_lite.lightning.checkpoint_shapes import agreed_mismatches
 from nemo_lite.lightning.model_state import (
     load_model_state,
     model_sharded_state_dict,
@@ -273,6 +274,13 @@ class MegatronCheckpointIO(CheckpointIO):
         if not inspected:
             self.inspect(path)
         weights = Path(path) / WEIGHTS_DIR
+        problems = agreed_mismatches(sharded_state_dict, weights)
+        if problems:
+            more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+            raise CheckpointError(
+                f"cannot load checkpoint {path}: the saved tensors do not fit this model (shape "
+                f"mismatch): {problems[0]}{more}. Build the model with the config the checkpoint "
+                "was saved with (its context/ holds it).")
         strategy = None
         if self.parallel_load:
             from megatron.core import parallel_state

@@ -21,7 +21,8 @@ EXPECTED = {  # case -> words the message must contain
     "no_manifest": ["incomplete", "nemo_lite.json"],
     "truncated": ["truncated", "__0_0.distcp"],
     "corrupt": ["CRC32", "corrupt"],
-    "shape": ["do not fit", "shape mismatch", "embedding"],
+    "shape": ["do not fit", "shape mismatch", "is [64] in the checkpoint and [32] in this model"],
+    "vocab": ["do not fit", "the vocabulary: 512 ids saved, 259 here"],
     "pickle_payload": ["not plain data", "refuses to run code"],
 }
 

@@ -22,6 +22,13 @@ SAVERS = {  # name -> (ranks, run settings)
     "TP2 distopt fully-reshardable": (2, {"tp": 2, "dist_opt": True, "fully_reshardable": True}),
     "MoE EP2": (2, {"model": "moe", "ep": 2}),
     "TP2+PP2": (4, {"tp": 2, "pp": 2}),
+    # 258 ids at megatron's default padding: 384 rows at TP1, 512 at TP2 and TP4 (where rank 3
+    # holds padded rows only); checkpoints hold the 258 real rows
+    "vocab258 TP1": (1, {"vocab": 258}),
+    "vocab258 TP2": (2, {"tp": 2, "vocab": 258}),
+    "vocab258 TP2 distopt fully-reshardable": (2, {"tp": 2, "vocab": 258, "dist_opt": True,
+                                                   "fully_reshardable": True}),
+    "vocab258 TP4": (4, {"tp": 4, "vocab": 258}),
 }
 LOADS = [  # (saved by, loaded with ranks, the loading run's full settings)
     ("TP2+PP2", 1, {}),
@@ -29,6 +36,10 @@ LOADS = [  # (saved by, loaded with ranks, the loading run's full settings)
     ("DP2 distopt async", 1, {"dist_opt": True}),
     ("TP2 distopt fully-reshardable", 1, {"dist_opt": True}),
     ("MoE EP2", 1, {"model": "moe"}),
+    ("vocab258 TP1", 2, {"tp": 2, "vocab": 258}),
+    ("vocab258 TP2", 1, {"vocab": 258}),
+    ("vocab258 TP2 distopt fully-reshardable", 1, {"vocab": 258, "dist_opt": True}),
+    ("vocab258 TP4", 1, {"vocab": 258}),
 ]
 
 

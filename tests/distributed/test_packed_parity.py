@@ -85,10 +85,14 @@ def test_packed_tensor_parallel_equals_tp1(results, model, layout):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_without_cu_seqlens_documents_leak_and_the_loss_changes(results, model):
-    """The control: the same packed rows attended across documents give another loss."""
+    """The control: the same packed rows attended across documents give other token losses
+    (compared token by token: over a whole data set the changes can nearly cancel in a sum)."""
     out, _ = results
     leak, packed = out[f"{model} TP1 packed, no cu_seqlens"], out[f"{model} TP1 packed"]
-    assert rel(leak["loss_sum"], packed["loss_sum"]) > 1e-4  # 10x the parity tolerance
+    assert len(leak["token_losses"]) == len(packed["token_losses"]) > 100  # rank 0's tokens
+    worst = max(rel(a, b) for a, b in zip(leak["token_losses"], packed["token_losses"],
+                                           strict=True))
+    assert worst > 1e-3, worst  # 100x the parity tolerance
 
 
 def test_training_packed_repeats_the_unpacked_losses(results):

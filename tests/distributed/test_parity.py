@@ -22,7 +22,11 @@ REFERENCES = [
     {"name": "gpt", "model": "gpt", "save_init": True, "val_every": 2, "val_samples": 20},
     {"name": "llama", "model": "llama", "save_init": True},
     {"name": "moe", "model": "moe", "save_init": True},
+    # the byte tokenizer's 258 ids at megatron's default padding: 384 rows at TP1, 512 at TP2/4
+    {"name": "gpt258", "model": "gpt", "vocab": 258, "save_init": True, "init": "gpt258"},
+    {"name": "llama258", "model": "llama", "vocab": 258, "fresh": True},
 ]
+V258 = {"vocab": 258, "init": "gpt258"}
 TWO_RANKS = [
     {"name": "DP2", "model": "gpt", "val_every": 2, "val_samples": 20},
     {"name": "TP2", "model": "gpt", "tp": 2},
@@ -37,10 +41,18 @@ TWO_RANKS = [
     {"name": "TP2+EP2+SP", "model": "moe", "tp": 2, "ep": 2, "etp": 1, "sp": True},
     {"name": "bf16 TP2", "model": "gpt", "tp": 2, "precision": "bf16-mixed", "steps": 10},
     {"name": "fp16 DP2", "model": "gpt", "precision": "16-mixed", "steps": 12, "loss_scale": 2.0**14},
+    # same seed, no shared checkpoint: padding must not change the initial weights either
+    {"name": "vocab258 TP2 fresh", "model": "gpt", "tp": 2, "fresh": True, **V258},
+    {"name": "vocab258 TP2+SP", "model": "gpt", "tp": 2, "sp": True, **V258},
+    {"name": "vocab258 PP2", "model": "gpt", "pp": 2, **V258},
+    {"name": "vocab258 llama TP2 fresh", "model": "llama", "tp": 2, "fresh": True, "vocab": 258},
 ]
 FOUR_RANKS = [
     {"name": "TP2+PP2", "model": "gpt", "tp": 2, "pp": 2},
     {"name": "TP2+PP2+SP", "model": "gpt", "tp": 2, "pp": 2, "sp": True},
+    # rank 3 holds padded rows only (258 of 512 rows, 128 per rank)
+    {"name": "vocab258 TP4 fresh", "model": "gpt", "tp": 4, "fresh": True, **V258},
+    {"name": "vocab258 TP4", "model": "gpt", "tp": 4, **V258},
 ]
 PARITY = [r for r in TWO_RANKS + FOUR_RANKS if r.get("precision", "32") == "32"]
 
@@ -55,6 +67,18 @@ def results(tmp_path_factory):
     return out
 
 
+def reference_name(run: dict) -> str:
+    return run["model"] + ("258" if run.get("vocab") == 258 else "")
+
+
+def test_padding_gives_no_probability_to_padded_ids(results):
+    """At step 1 the model is untrained, so its loss is close to ln(real vocabulary) (258 ids),
+    not ln(padded) (384 at TP1, 512 at TP2): the padded ids take no probability mass."""
+    first = results["reference"]["gpt258"]["losses"][0]
+    assert abs(first - math.log(258)) < 0.05, first
+    assert abs(first - math.log(384)) > 0.3
+
+
 def max_relative_difference(losses, reference):
     assert len(losses) == len(reference)
     return max(abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=False))
@@ -62,7 +86,7 @@ def max_relative_difference(losses, reference):
 
 @pytest.mark.parametrize("run", PARITY, ids=[r["name"] for r in PARITY])
 def test_layout_matches_single_process(results, run):
-    reference = results["reference"][run["model"]]["losses"]
+    reference = results["reference"][reference_name(run)]["losses"]
     losses = results[run["name"]]["losses"]
     diff = max_relative_difference(losses, reference)
     print(f"PARITY {run['name']:<16} max rel diff {diff:.2e}")

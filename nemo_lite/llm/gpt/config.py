@@ -14,6 +14,7 @@ from megatron.core.transformer import TransformerConfig
 from nemo_lite.io.capture import capture_dataclass
 from nemo_lite.llm.gpt.layer_specs import default_layer_spec
 from nemo_lite.llm.gpt.steps import gpt_data_step, gpt_forward_step
+from nemo_lite.llm.gpt.vocab_padding import PrivateStreamInit, padded_vocab_size
 
 
 @dataclass
@@ -51,15 +52,21 @@ class GPTConfig(TransformerConfig):
     def __post_init__(self) -> None:
         capture_dataclass(self)  # the user's arguments, before megatron derives fields
         super().__post_init__()
+        if not isinstance(self.embedding_init_method, PrivateStreamInit):
+            # the padded vocabulary size must not shift the init of everything built after
+            self.embedding_init_method = PrivateStreamInit(self.embedding_init_method)
 
     def padded_vocab_size(self, vocab_size: int) -> int:
-        multiple = self.make_vocab_size_divisible_by * self.tensor_model_parallel_size
-        return ((vocab_size + multiple - 1) // multiple) * multiple
+        """Megatron's padded size at this config's TP; padded ids never get probability and
+        checkpoints hold only the real rows (see `vocab_padding`)."""
+        return padded_vocab_size(vocab_size, self.make_vocab_size_divisible_by,
+                                 self.tensor_model_parallel_size)
 
     def configure_model(self, tokenizer: Any = None, vp_stage: int | None = None):
         """Build this rank's megatron GPTModel chunk for `vp_stage` (None without VPP)."""
         from megatron.core import parallel_state
-        from megatron.core.models.gpt import GPTModel as MCoreGPTModel
+
+        from nemo_lite.llm.gpt.chunk import GPTChunk
 
         vocab = self.vocab_size or getattr(tokenizer, "vocab_size", None)
         if vocab is None:
@@ -72,10 +79,11 @@ class GPTConfig(TransformerConfig):
         spec = self.transformer_layer_spec
         if callable(spec) and not hasattr(spec, "submodules"):
             spec = spec(self, vp_stage=vp_stage)
-        return MCoreGPTModel(
+        return GPTChunk(
             self,
             transformer_layer_spec=spec,
-            vocab_size=self.padded_vocab_size(vocab),
+            vocab_size=vocab,
+            padded_vocab_size=self.padded_vocab_size(vocab),
             max_sequence_length=self.seq_length,
             pre_process=pre,
             post_process=post,

@@ -103,6 +103,10 @@ def main() -> None:
     results["shape"] = {"path": str(good), **attempt(
         {**base_run(work, "try-shape"), "steps": 3, "hidden": 32, "resume": str(good)})}
 
+    # a different vocabulary (259 ids) padded to the same 512 rows: not a silent partial load
+    results["vocab"] = {"path": str(good), **attempt(
+        {**base_run(work, "try-vocab"), "steps": 3, "vocab": 259, "resume": str(good)})}
+
     # a checkpoint holding a pickled object that would run a command when unpickled
     marker = work / "payload-ran"
     capture = rng.capture

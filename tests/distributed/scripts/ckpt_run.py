@@ -5,7 +5,8 @@ SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep":
             "dist_opt": false, "fully_reshardable": false, "steps": 4, "save_every": 2,
             "run_dir": str, "resume": "if_exists" | PATH | null, "losses": PATH,
             "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH,
-            "pause_after_step": null, "val_every": null, "monitor": "step", "mode": "max"}, ...]}
+            "pause_after_step": null, "val_every": null, "monitor": "step", "mode": "max",
+            "vocab": 512}, ...]}
 Losses are appended (and fsynced) by global rank 0 as {"step": k, "loss": x} right after each
 step, so a run killed with SIGKILL keeps every loss it reached.
 """
@@ -69,7 +70,8 @@ class LossLog(pl.Callback):
 def model_config(run: dict):
     drop = run.get("dropout", 0.0)
     common = dict(num_layers=4, hidden_size=run.get("hidden", 64), num_attention_heads=4,
-                  seq_length=SEQ, vocab_size=VOCAB, hidden_dropout=drop, attention_dropout=drop)
+                  seq_length=SEQ, vocab_size=run.get("vocab", VOCAB), hidden_dropout=drop,
+                  attention_dropout=drop)
     if run.get("model", "gpt") == "moe":
         return llm.MixtralConfig(**{**common, "num_layers": 2}, num_query_groups=2,
                                  ffn_hidden_size=64, num_moe_experts=4, moe_aux_loss_coeff=0.0)

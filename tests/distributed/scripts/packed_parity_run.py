@@ -67,12 +67,15 @@ def data(path: str, packed: bool, mbs: int, gbs: int):
 
 
 @torch.no_grad()
-def masked_loss(model, module, drop_cu_seqlens: bool = False) -> dict:
+def masked_loss(model, module, drop_cu_seqlens: bool = False, keep_tokens: bool = False) -> dict:
+    """Loss sum, tokens and micro-batches over the data set (`keep_tokens`: also each trained
+    token's loss, in order; one rank's, for TP1 controls)."""
     from megatron.core import parallel_state as ps
 
     from nemo_lite.llm.gpt.steps import gpt_data_step, gpt_forward_step
 
     total = torch.zeros(3, dtype=torch.float64)  # loss sum, tokens, micro-batches
+    token_losses: list[float] = []
     for batch in module.val_dataloader():
         if drop_cu_seqlens:
             batch = {k: v for k, v in batch.items() if k not in ("cu_seqlens", "max_seqlen")}
@@ -80,9 +83,12 @@ def masked_loss(model, module, drop_cu_seqlens: bool = False) -> dict:
         losses = gpt_forward_step(model, step).double()
         mask = step["loss_mask"].double()
         total += torch.stack([(losses * mask).sum(), mask.sum(), torch.tensor(1.0)])
+        if keep_tokens:
+            token_losses += losses.reshape(-1)[mask.reshape(-1) > 0].tolist()
     dist.all_reduce(total, group=ps.get_data_parallel_group())
     loss_sum, tokens, micro_batches = total.tolist()
-    return {"loss_sum": loss_sum, "tokens": tokens, "micro_batches": micro_batches}
+    out = {"loss_sum": loss_sum, "tokens": tokens, "micro_batches": micro_batches}
+    return {**out, "token_losses": token_losses} if keep_tokens else out
 
 
 def train(path: str, packed: bool, init_dir: str, pp: int = 1) -> list[float]:
@@ -136,10 +142,10 @@ def main() -> None:
             init(tp, sp)  # the same seeds: the same initial weights in every layout
             model = build(kind, tp, sp)
             results[f"{kind} {name} unpacked"] = masked_loss(model, unpacked)
-            results[f"{kind} {name} packed"] = masked_loss(model, packed)
+            results[f"{kind} {name} packed"] = masked_loss(model, packed, keep_tokens=tp == 1)
             if tp == 1:
                 results[f"{kind} {name} packed, no cu_seqlens"] = masked_loss(
-                    model, packed, drop_cu_seqlens=True)
+                    model, packed, drop_cu_seqlens=True, keep_tokens=True)
         results[f"rows {name}"] = {"unpacked": len(unpacked.rows("validation")),
                                    "packed": len(packed.rows("validation"))}
     init_dir = sys.argv[3]

@@ -3,8 +3,11 @@
 Usage: torchrun --nproc-per-node N parity_run.py SPEC.json OUT.json
 SPEC.json: {"init_dir": str, "runs": [{"name": ..., "model": "gpt"|"llama"|"moe",
             "tp": 1, "pp": 1, "vpp": null, "cp": 1, "sp": false, "ep": 1,
-            "dist_opt": false, "precision": "32", "steps": 5, "save_init": false}, ...]}
-A run with save_init writes its initial weights to init_dir/<model>; the others start from them.
+            "dist_opt": false, "precision": "32", "steps": 5, "save_init": false,
+            "vocab": 512, "fresh": false, "init": null}, ...]}
+A run with save_init writes its initial weights to init_dir/<init or model>; the others start
+from them, except `fresh` runs, which initialise from the seed (the same weights at every TP).
+`vocab`: the vocabulary size (258 = the byte tokenizer's, padded per TP by megatron's rule).
 Reusing the processes for many layouts keeps the suite fast (start-up dominates on CPU).
 """
 
@@ -24,9 +27,9 @@ SEQ = 64
 VOCAB = 512  # divisible by 128 x TP for TP <= 4: the same padded vocab in every layout
 
 
-def model_config(kind: str, dispatcher: str = "alltoall"):
+def model_config(kind: str, dispatcher: str = "alltoall", vocab: int = VOCAB):
     common = dict(num_layers=4, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
-                  vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0)
+                  vocab_size=vocab, hidden_dropout=0.0, attention_dropout=0.0)
     if kind == "gpt":
         return llm.GPTConfig(**common)
     if kind == "llama":
@@ -45,7 +48,7 @@ class Recorder(pl.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.run.get("save_init"):
-            trainer.strategy.save_weights(os.path.join(self.init_dir, self.run["model"]))
+            trainer.strategy.save_weights(os.path.join(self.init_dir, init_name(self.run)))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -58,10 +61,14 @@ class Recorder(pl.Callback):
         self.val_losses.append(float(outputs))
 
 
+def init_name(run: dict) -> str:
+    return run.get("init") or run["model"]
+
+
 def train(run: dict, init_dir: str) -> dict:
     restore = None
-    if not run.get("save_init"):
-        restore = nl.RestoreConfig(path=os.path.join(init_dir, run["model"]))
+    if not run.get("save_init") and not run.get("fresh"):
+        restore = nl.RestoreConfig(path=os.path.join(init_dir, init_name(run)))
     strategy = nl.MegatronStrategy(
         tensor_model_parallel_size=run.get("tp", 1),
         pipeline_model_parallel_size=run.get("pp", 1),
@@ -84,7 +91,7 @@ def train(run: dict, init_dir: str) -> dict:
     optim = nl.MegatronOptimizerModule(OptimizerConfig(
         lr=run.get("lr", 3e-3), optimizer="adam", clip_grad=1.0, weight_decay=0.01,
         use_distributed_optimizer=run.get("dist_opt", False)))
-    config = model_config(run["model"], run.get("dispatcher", "alltoall"))
+    config = model_config(run["model"], run.get("dispatcher", "alltoall"), run.get("vocab", VOCAB))
     model = llm.GPTModel(config, optim=optim)
     data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=2,
                               num_val_samples=run.get("val_samples", 16))
