@@ -13,7 +13,11 @@ from nemo_lite import lightning as nl
 
 def gpu_ddp() -> run.Config:
     """Megatron DDP as NeMo's GPU recipes set it: fp32 gradient reduction, overlapped with
-    backward (and the distributed optimizer's parameter all-gather with forward)."""
+    backward (and the distributed optimizer's parameter all-gather with forward).
+
+    Not averaged in the collective (NeMo sets average_in_collective=True): nemo_lite's models
+    compute a per-token loss (gradients divided by the global token count), which megatron's
+    DDP refuses to combine with averaging."""
     from megatron.core.distributed import DistributedDataParallelConfig
 
     return run.Config(
@@ -22,7 +26,7 @@ def gpu_ddp() -> run.Config:
         grad_reduce_in_fp32=True,
         overlap_grad_reduce=True,
         overlap_param_gather=True,
-        average_in_collective=True,
+        average_in_collective=False,
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from nemo_lite.lightning.ddp_rules import check_ddp
 from nemo_lite.lightning.layout import LayoutError, ParallelLayout
 
 _DATA_FIELDS = ("seq_length", "global_batch_size", "micro_batch_size")
@@ -130,12 +131,13 @@ def plan_task(task: Any, executor: Any = None) -> LaunchPlan:
                 "the ranks it needs, or launch it with an executor "
                 "(run.executor=torchrun run.executor.ntasks_per_node=N).") from error
         raise
+    optim = _value(task, "optim") or _value(task.model, "optim")
+    optim_config = _value(optim, "config") if optim is not None else None
+    check_ddp(_value(strategy, "ddp"), model_config, optim_config)
     plugins = _value(trainer, "plugins")
     plugins = plugins if isinstance(plugins, (list, tuple)) else [plugins]
     precision = next((_value(p, "precision") for p in plugins if p is not None
                       and _value(p, "precision") is not None), "32")
-    optim = _value(task, "optim") or _value(task.model, "optim")
-    optim_config = _value(optim, "config") if optim is not None else None
     distributed = bool(_value(optim_config, "use_distributed_optimizer", False))
     memory = None
     if model_config is not None and hasattr(model_config, "hidden_size"):

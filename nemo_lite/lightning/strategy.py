@@ -29,6 +29,7 @@ from nemo_lite.lightning.checkpoint_io import (
     load_model_weights,
     save_model_weights,
 )
+from nemo_lite.lightning.ddp_rules import check_ddp
 from nemo_lite.lightning.device import is_cuda
 from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.parallel import MegatronParallel
@@ -219,6 +220,8 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             model_config=getattr(model, "config", None),
             data=data,
         )
+        optim_config = getattr(getattr(model, "optim", None), "config", None)
+        check_ddp(self.ddp_config, getattr(model, "config", None), optim_config)
         if data is not None:
             self.global_batch_size = data.global_batch_size
             self.micro_batch_size = data.micro_batch_size

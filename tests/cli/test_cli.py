@@ -67,6 +67,10 @@ BAD_INPUTS = {
                    "global_batch_size"),
     "executor world size": (["--factory", "tiny_gpt", "run.executor=local"],
                             "the executor starts 1 processes"),
+    "ddp vs per-token loss": (["--factory", "llama3_8b",
+                               "trainer.strategy.ddp.average_in_collective=True"],
+                              "average_in_collective=True) cannot be combined with the model's "
+                              "calculate_per_token_loss=True"),
 }
 
 

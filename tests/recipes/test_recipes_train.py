@@ -1,0 +1,51 @@
+"""Every GPU recipe trains, through its own strategy, DDP, optimizer and precision configs.
+
+One torchrun launch of 2 CPU ranks (scripts/recipe_train.py) runs, for gpt_126m, llama3_8b,
+llama3_70b and mixtral_8x7b, the pretrain recipe and then the finetune recipe from its final
+checkpoint, each shrunk in Python (sizes, layout to fit 2 ranks, accelerator) for 2 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.distributed.conftest import torchrun
+
+pytestmark = pytest.mark.distributed
+
+RECIPES = ["gpt_126m", "llama3_8b", "llama3_70b", "mixtral_8x7b"]
+SCRIPT = str(Path(__file__).parent / "scripts" / "recipe_train.py")  # absolute: used as is
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    work = tmp_path_factory.mktemp("recipes_train")
+    out = work / "out.json"
+    torchrun(2, SCRIPT, str(work / "runs"), str(out), timeout=900)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_recipe_trains_two_steps_with_its_own_configs(results, name, stage):
+    run = results[name][stage]
+    assert len(run["losses"]) == 2 and all(math.isfinite(x) for x in run["losses"]), run
+    assert run["precision"] == "bf16-mixed"
+    # NeMo's GPU DDP: overlapped fp32 reduction, not averaged in the collective (per-token loss)
+    assert run["ddp"] == {"overlap_grad_reduce": True, "overlap_param_gather": True,
+                          "grad_reduce_in_fp32": True, "average_in_collective": False,
+                          "use_distributed_optimizer": True}, run["ddp"]
+    assert run["optimizer"]["distributed"] and run["optimizer"]["bf16"], run["optimizer"]
+    assert run["async_save"] is True
+    assert run["end"] != run["start"]  # the optimizer changed the weights
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_finetune_recipe_starts_from_the_pretrained_weights(results, name):
+    pre, fine = results[name]["pretrain"], results[name]["finetune"]
+    assert fine["start"] == pytest.approx(pre["end"], rel=1e-12), (pre, fine)
+    assert fine["optimizer"]["lr"] < pre["optimizer"]["lr"]
