@@ -303,6 +303,13 @@ def _install_optimizer_gather() -> None:
         )
 
 
+def _install_grad_scaler_load() -> None:
+    scaler = importlib.import_module("megatron.core.optimizer.grad_scaler")
+    cls = scaler.DynamicGradScaler
+    if not getattr(cls.load_state_dict, "__nemo_lite_cpu_shim__", False):
+        cls.load_state_dict = _within(_tensor_cuda_is_identity, cls.load_state_dict)
+
+
 SHIMS: tuple[Shim, ...] = (
     Shim(
         "device_redirect",
@@ -339,6 +346,12 @@ SHIMS: tuple[Shim, ...] = (
         "DistributedOptimizer.get_parameter_state_dp_zero (the fully_reshardable checkpoint "
         "form) moves each shard with send_tensor.cuda() before gathering it over DP",
         _install_optimizer_gather,
+    ),
+    Shim(
+        "grad_scaler_load",
+        "DynamicGradScaler.load_state_dict moves the saved loss scale with "
+        ".cuda(torch.cuda.current_device()) (16-mixed resume)",
+        _install_grad_scaler_load,
     ),
 )
 

@@ -163,6 +163,9 @@ class MegatronOptimizer(torch.optim.Optimizer):
         from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
         metadata: dict[str, Any] = {"chained_optim_avoid_prefix": True}
+        for optimizer in self._leaf_optimizers():
+            if isinstance(optimizer, DistributedOptimizer) and not is_loading:
+                _fresh_adam_state(optimizer.optimizer)
         if any(isinstance(o, DistributedOptimizer) for o in self._leaf_optimizers()):
             metadata["distrib_optim_sharding_type"] = (
                 "fully_reshardable" if fully_reshardable else "dp_reshardable")
@@ -200,6 +203,28 @@ class MegatronOptimizer(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"MegatronOptimizer({type(self.mcore).__name__})"
+
+
+def _fresh_adam_state(inner: Any) -> None:
+    """Give torch Adam the state of "no step taken yet" where it has none.
+
+    Before its first successful step (a save at step 0, or fp16 steps all skipped for overflow)
+    the distributed optimizer's state_dict fails (megatron asserts on the per-parameter steps
+    it reads). Zero moments and step 0 are exactly what torch's Adam starts from, so the saved
+    state resumes as a fresh optimizer would run, and nothing else changes.
+    """
+    if not isinstance(inner, torch.optim.Adam | torch.optim.AdamW):
+        return
+    for group in inner.param_groups:
+        for param in group["params"]:
+            if inner.state.get(param):
+                continue
+            state = inner.state[param]
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            if group.get("amsgrad"):
+                state["max_exp_avg_sq"] = torch.zeros_like(param)
 
 
 def _match_chain(state: dict[Any, Any], leaves: list[Any]) -> dict[Any, Any]:

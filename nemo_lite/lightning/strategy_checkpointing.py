@@ -190,8 +190,15 @@ class CheckpointingMixin:
 
     def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
         load_model_state(list(self.megatron_parallel), checkpoint["state_dict"], strict=strict)
+        if checkpoint.get("optimizer_states"):
+            # the saved fp32 main weights come with the optimizer state (loaded next): copies
+            # re-made from bf16/fp16 weights would drop every update below their precision
+            return
         for optimizer in self.optimizers:
             optimizer.mcore.reload_model_params()  # fp32 main copies follow the loaded weights
+        if self.optimizers and self.precision_plugin.is_half:
+            log.info("optimizer state not loaded: the fp32 main weights are copies of the "
+                     "loaded %s weights", self.precision_plugin.precision)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
         for optimizer, state in zip(self.optimizers, checkpoint.get("optimizer_states") or [],

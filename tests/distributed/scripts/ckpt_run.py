@@ -6,9 +6,13 @@ SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep":
             "run_dir": str, "resume": "if_exists" | PATH | null, "losses": PATH,
             "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH,
             "pause_after_step": null, "val_every": null, "monitor": "step", "mode": "max",
-            "vocab": 512}, ...]}
+            "vocab": 512, "precision": "32", "loss_scale": 2**32,
+            "load_optimizer": true, "main_params_at_step": null}, ...]}
 Losses are appended (and fsynced) by global rank 0 as {"step": k, "loss": x} right after each
-step, so a run killed with SIGKILL keeps every loss it reached.
+step, so a run killed with SIGKILL keeps every loss it reached. With `main_params_at_step`, the
+fp32 main weights the optimizer holds are fingerprinted after that step (a saver) and at the
+start of training (a resumed run, right after its load): {"main_params": {name: [sum, sum of
+squares]}}, summed in float64 over every rank's shard, so any DP/TP layout gives the same record.
 """
 
 from __future__ import annotations
@@ -67,6 +71,70 @@ class LossLog(pl.Callback):
                                     "val_loss": float(trainer.callback_metrics["val_loss"])}) + "\n")
 
 
+class MainParams(pl.Callback):
+    """Fingerprints the optimizer's fp32 main weights (layouts without PP or experts).
+
+    A TP-split parameter contributes from every TP rank, a replicated one from TP rank 0; the
+    distributed optimizer's DP shards contribute from every DP rank, a plain optimizer's full
+    copy from DP rank 0. Main weights re-derived from bf16/fp16 model weights change the sums
+    of squares by about 1e-3 relative; the same fp32 values resharded by about 1e-15.
+    """
+
+    def __init__(self, path: str, step: int | None) -> None:
+        self.path, self.step = path, step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0:
+            self._write(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            self._write(trainer)
+
+    def _write(self, trainer) -> None:
+        import torch
+        from megatron.core import parallel_state as ps
+
+        names = {id(p): n.replace("module.", "") for chunk in trainer.strategy.megatron_parallel
+                 for n, p in chunk.named_parameters()}
+        record: dict[str, torch.Tensor] = {}
+        mcore = trainer.optimizers[0].mcore
+        for leaf in getattr(mcore, "chained_optimizers", [mcore]):
+            for model_param, main in main_param_pairs(leaf):
+                if ps.get_tensor_model_parallel_rank() and not getattr(
+                        model_param, "tensor_model_parallel", False):
+                    continue
+                if ps.get_data_parallel_rank() and not hasattr(leaf, "shard_fp32_groups"):
+                    continue
+                values = main.detach().double()
+                record[names[id(model_param)]] = torch.stack(
+                    [values.sum(), (values * values).sum()])
+        keys = sorted(names[id(p)] for chunk in trainer.strategy.megatron_parallel
+                      for p in chunk.parameters())
+        stacked = torch.stack([record.get(k, torch.zeros(2, dtype=torch.float64)) for k in keys])
+        torch.distributed.all_reduce(stacked)
+        if trainer.is_global_zero:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": trainer.global_step, "main_params": {
+                    k: v.tolist() for k, v in zip(keys, stacked, strict=True)}}) + "\n")
+
+
+def main_param_pairs(optimizer):
+    """(model parameter, the fp32 main weights the optimizer updates for it) of one optimizer."""
+    if hasattr(optimizer, "shard_fp32_groups"):  # distributed: this rank's DP shard
+        groups = [(optimizer.model_float16_groups, optimizer.shard_fp32_from_float16_groups),
+                  (optimizer.model_fp32_groups, optimizer.shard_fp32_groups)]
+    elif hasattr(optimizer, "fp32_from_float16_groups"):  # bf16/fp16 params, fp32 copies
+        groups = [(optimizer.float16_groups, optimizer.fp32_from_float16_groups),
+                  (optimizer.fp32_from_fp32_groups, optimizer.fp32_from_fp32_groups)]
+    else:  # fp32 training: the model's own weights
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        groups = [([params], [params])]
+    for models, mains in groups:
+        for model_group, main_group in zip(models, mains, strict=True):
+            yield from zip(model_group, main_group, strict=True)
+
+
 def model_config(run: dict):
     drop = run.get("dropout", 0.0)
     common = dict(num_layers=4, hidden_size=run.get("hidden", 64), num_attention_heads=4,
@@ -90,13 +158,17 @@ def train(run: dict) -> None:
         ckpt_optim_fully_reshardable=run.get("fully_reshardable", False),
         ckpt_async_save=run.get("async_save", False),
         checkpoint_io=io,
+        ckpt_load_optimizer=run.get("load_optimizer", True),
     )
     trainer = nl.Trainer(
         strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
         max_steps=run["steps"], limit_val_batches=2 if run.get("val_every") else 0,
         val_check_interval=run.get("val_every"), num_sanity_val_steps=0, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[LossLog(run["losses"], run.get("pause_after_step"))],
-        plugins=nl.MegatronMixedPrecision(precision="32"),
+        enable_model_summary=False, callbacks=[LossLog(run["losses"], run.get("pause_after_step")),
+                   *([MainParams(run["losses"], run["main_params_at_step"])]
+                     if run.get("main_params_at_step") else [])],
+        plugins=nl.MegatronMixedPrecision(precision=run.get("precision", "32"),
+                                          fp16_initial_loss_scale=run.get("loss_scale", 2.0**32)),
     )
     optim = nl.MegatronOptimizerModule(
         OptimizerConfig(lr=3e-3, optimizer="adam", clip_grad=1.0, weight_decay=0.01,
