@@ -4,8 +4,10 @@
 forward_backward_func, finalize_model_grads and optimizer on the same model, data and layout.
 Each is timed step by step (wall time between consecutive step ends, data loading included),
 alternating a, b, a, b so machine noise hits both; prints both medians and their ratio.
+The plain loop runs megatron's model without nemo_lite's padded-logit mask, so with a
+vocabulary that megatron pads (`--vocab 258`: 384 rows) the ratio includes the mask's cost.
 
-    python benchmarks/overhead.py [--steps 40] [--hidden 256] [--layers 4] [--seq 256]
+    python benchmarks/overhead.py [--steps 40] [--hidden 256] [--layers 4] [--seq 256] [--vocab 512]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def build_parts(args):
 
     config = llm.GPTConfig(num_layers=args.layers, hidden_size=args.hidden,
                            num_attention_heads=args.hidden // 64, seq_length=args.seq,
-                           vocab_size=512, hidden_dropout=0.0, attention_dropout=0.0)
+                           vocab_size=args.vocab, hidden_dropout=0.0, attention_dropout=0.0)
     optim = nl.MegatronOptimizerModule(OptimizerConfig(lr=1e-3, clip_grad=1.0))
     data = llm.MockDataModule(seq_length=args.seq, global_batch_size=args.gbs,
                               micro_batch_size=args.mbs)
@@ -72,6 +74,7 @@ def run_plain_megatron(args) -> list[float]:
     config, optim, data = build_parts(args)
     config.batch_p2p_comm = False
     model = config.configure_model()
+    model.output_layer._forward_hooks.clear()  # megatron's own model: no padded-logit mask
     ddp = DistributedDataParallel(config, DistributedDataParallelConfig(check_for_nan_in_grad=True),
                                   module=model)
     config.finalize_model_grads_func = finalize_model_grads
@@ -115,6 +118,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--gbs", type=int, default=8)
     parser.add_argument("--mbs", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=512)
     args = parser.parse_args()
 
     import torch
@@ -125,7 +129,7 @@ def main() -> None:
         nemo += run_nemo_lite(args)
         plain += run_plain_megatron(args)
     a, b = statistics.median(nemo), statistics.median(plain)
-    print(f"model: {args.layers} layers, hidden {args.hidden}, seq {args.seq}, "
+    print(f"model: {args.layers} layers, hidden {args.hidden}, seq {args.seq}, vocab {args.vocab}, "
           f"global batch {args.gbs} (micro {args.mbs}), 1 CPU rank, fp32")
     print(f"nemo_lite Trainer   median step {a * 1000:8.2f} ms  ({len(nemo)} steps)")
     print(f"plain megatron loop median step {b * 1000:8.2f} ms  ({len(plain)} steps)")

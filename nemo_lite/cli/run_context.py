@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 import warnings
 from typing import Any
 
@@ -90,7 +91,10 @@ class LiteRunContext(RunContext):
         level = parser_log.level
         parser_log.setLevel(logging.CRITICAL)  # its errors reach the user once, from here
         try:
-            task = super().parse_fn(fn, args, **default_kwargs)
+            if self.yaml is not None:
+                task = self._task_from_file(fn, args)
+            else:
+                task = super().parse_fn(fn, args, **default_kwargs)
         finally:
             parser_log.setLevel(level)
         from nemo_lite.cli.plan import plan_task
@@ -99,9 +103,29 @@ class LiteRunContext(RunContext):
         recipe = _factory_name(self.factory)
         if recipe:  # the run's summary names it (executors pass it on, see launch_task)
             os.environ[RECIPE_ENV] = recipe
+        name_run_directory(task, self.name, fn, args)
         plan = plan_task(task, self.executor)
         if self.dryrun:
             print("\n".join(["nemo_lite launch plan:", *("  " + line for line in plan.lines())]))
+        return task
+
+    def _task_from_file(self, fn: Any, args: list[str]) -> Any:
+        """`--yaml FILE` (an export of --to-yaml/--to-toml/--to-json): the --factory recipe if
+        given, then the file's values, then the key=value overrides."""
+        from nemo_run.cli.cli_parser import parse_cli_args
+
+        from nemo_lite.cli.task_file import TaskFileError, build_task, missing_arguments
+
+        self.task_file, self.yaml = str(self.yaml), None
+        base = super().parse_fn(fn, []) if self.factory else None
+        task = build_task(self.task_file, fn, base)
+        task = parse_cli_args(task, args) if args else task
+        missing = missing_arguments(task)
+        if missing:
+            key, name = missing[0]
+            raise TaskFileError(
+                f"{self.task_file}: '{key}' is required by {name} and set neither in the file "
+                f"nor on the command line: add it to the file or give {key}=VALUE.")
         return task
 
     def parse_executor(self, name: str, *args: str) -> Any:
@@ -113,18 +137,58 @@ class LiteRunContext(RunContext):
     def _execute_task(self, fn: Any, task_args: list[str]) -> None:
         from nemo_lite.cli.executors import launch_task
 
+        if self.detach and self.executor is None:
+            raise ValueError("--detach returns once a job is submitted to an executor; this run "
+                             "has none. Add run.executor=slurm (or local/torchrun/docker), or "
+                             "drop --detach.")
+        if self.tail_logs:
+            print("warning: --tail-logs: nemo_lite always shows a run's logs while it runs; "
+                  "the flag changes nothing.", file=sys.stderr)
+
         # with an executor: checked, submitted and waited for by executors.run_and_wait
         if not launch_task(self, fn, task_args):
             super()._execute_task(fn, task_args)
 
     def cli_execute(self, fn: Any, args: list[str], entrypoint_type: str = "task") -> Any:
+        # NeMo-Run's --verbose leaves one trace: torchx's logger at INFO
+        verbose = logging.getLogger("torchx").level == logging.INFO
+        if verbose:
+            logging.getLogger("nemo_lite").setLevel(logging.INFO)
         try:
+            if self.load:
+                raise ValueError(
+                    f"--load {self.load}: NeMo-Run 0.11 has no loader behind this option. Run "
+                    "an exported config with --yaml FILE (from --to-yaml/--to-toml/--to-json), "
+                    "or rebuild a run from its checkpoint with nemo_lite.io.load_context(PATH).")
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex)")
                 return super().cli_execute(fn, args, entrypoint_type)
         except (typer.Exit, KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # noqa: BLE001 - every bad input ends in one clear line
-            print(f"error: {explain(error, self.factory, getattr(fn, '__name__', ''))}",
-                  file=sys.stderr)
+            if verbose:
+                traceback.print_exc()
+            text = explain(error, self.factory, getattr(fn, '__name__', ''))
+            task_file = getattr(self, "task_file", None)
+            if task_file and not text.startswith(task_file):
+                text = f"{task_file}: {text}"
+            print(f"error: {text}", file=sys.stderr)
             raise SystemExit(EXIT_BAD_INPUT) from None  # NeMo-Run turns other exits into 1
+
+
+def name_run_directory(task: Any, name: str | None, fn: Any, args: list[str]) -> None:
+    """`--name NAME` names the run: its experiment (with an executor) and, unless `log.name=`
+    is given, the log directory's name (`log.name`) of a task that has a NeMoLogger."""
+    command = getattr(fn, "__name__", None)
+    if not name or name == command or any(a.startswith("log.name=") for a in args):
+        return
+    log = getattr(task, "log", None)
+    if log is not None and "name" in _target_parameters(log):
+        log.name = name
+
+
+def _target_parameters(config: Any) -> list[str]:
+    try:
+        return _target_params(config)
+    except (TypeError, ValueError):
+        return []
