@@ -51,7 +51,8 @@ def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes
                     num_gpus_per_node: int = 8, checkpoint: Optional[str] = None) -> run.Partial:
     """Full fine-tuning from the weights of `checkpoint`: LR 1e-5, 1000 steps of 128 x 2048.
 
-    Data is MockDataModule for now: the SFT data module comes in a later issue. The model
+    Data is MockDataModule; give real SFT data with `data=llm.FineTuningDataModule(...)` (or
+    `data=finetuning_data` on the command line). The model
     keeps seq_length 2048 (its learned position table must match the checkpoint).
     """
     return run.Partial(

@@ -51,7 +51,8 @@ def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes
     """Full fine-tuning from the weights of `checkpoint`: TP8 x PP4 (+ SP), 1000 steps of
     128 x 2048 tokens, LR 5e-6.
 
-    Data is MockDataModule for now: the SFT data module comes in a later issue.
+    Data is MockDataModule; give real SFT data with `data=llm.FineTuningDataModule(...)` (or
+    `data=finetuning_data` on the command line).
     """
     return run.Partial(
         llm.finetune,

@@ -104,7 +104,9 @@ class MegatronCheckpointIO(CheckpointIO):
 
     def __init__(self, save_ckpt_format: str = "torch_dist", parallel_save: bool = True,
                  parallel_load: bool = False, verify_checksums: bool = True,
-                 load_strictness: str | None = None, async_save: bool = False) -> None:
+                 load_strictness: str | None = None, async_save: bool = False,
+                 thread_count: int | None = None, assume_constant_structure: bool = False,
+                 parallel_save_within_dp: bool = True) -> None:
         if save_ckpt_format != "torch_dist":
             raise ValueError(
                 f"save_ckpt_format={save_ckpt_format!r} is not supported: use 'torch_dist' "
@@ -116,21 +118,37 @@ class MegatronCheckpointIO(CheckpointIO):
         self.verify_checksums = verify_checksums
         self.load_strictness = load_strictness
         self.async_save = async_save
+        self.thread_count = thread_count
+        self.assume_constant_structure = assume_constant_structure
+        self.parallel_save_within_dp = parallel_save_within_dp
+        self._save_strategy_cache: Any = None
         self._queue: Any = None
         self._deferred_removals: list[str | Path] = []
 
     # --- save ----------------------------------------------------------------------------
     def _save_strategy(self) -> Any:
+        """megatron's torch_dist save strategy: `thread_count` files per writing rank,
+        `assume_constant_structure` reuses the first save's plan (so one strategy object serves
+        every later save of the run), and with `parallel_save` the writes are spread over the data-
+        parallel replicas (`parallel_save_within_dp`) or over all ranks."""
+        if self._save_strategy_cache is not None:
+            return self._save_strategy_cache
         from megatron.core import parallel_state
-        from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
         from megatron.core.dist_checkpointing.strategies.fully_parallel import (
             FullyParallelSaveStrategyWrapper,
         )
+        from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
 
-        strategy = get_default_save_sharded_strategy(self.save_ckpt_format)
+        strategy = TorchDistSaveShardedStrategy(
+            self.save_ckpt_format, 1, thread_count=self.thread_count or 2,
+            cached_metadata=self.assume_constant_structure)
         if self.parallel_save and parallel_state.model_parallel_is_initialized():
-            group = parallel_state.get_data_parallel_group(with_context_parallel=True)
-            strategy = FullyParallelSaveStrategyWrapper(strategy, group)
+            group = (parallel_state.get_data_parallel_group(with_context_parallel=True)
+                     if self.parallel_save_within_dp else None)  # None: every rank
+            strategy = FullyParallelSaveStrategyWrapper(strategy, group,
+                                                        self.assume_constant_structure)
+        if self.assume_constant_structure and parallel_state.model_parallel_is_initialized():
+            self._save_strategy_cache = strategy  # its cached plan serves the later saves
         return strategy
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,

@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 
 from nemo_lite.io.capture import IOMixin
+from nemo_lite.lightning.ignored_options import warn_if_set
 
 DEFAULT_FILENAME = "{step}-{consumed_samples:.0f}"
 
@@ -49,6 +50,11 @@ class ModelCheckpoint(LightningModelCheckpoint, IOMixin):
     ) -> None:
         # NeMo 2.0's names, accepted so its scripts run unchanged. nemo_lite always writes the
         # context (context/io.json) and the optimizer state into every checkpoint.
+        always = "every nemo_lite checkpoint holds the run's context and optimizer state"
+        for name, value in (("save_optim_on_train_end", save_optim_on_train_end),
+                            ("always_save_context", always_save_context),
+                            ("save_context_on_train_end", save_context_on_train_end)):
+            warn_if_set("ModelCheckpoint", name, value, True, always)
         self.save_optim_on_train_end = save_optim_on_train_end
         self.always_save_context = always_save_context
         self.save_context_on_train_end = save_context_on_train_end

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import torch
 
 from nemo_lite.io.capture import IOMixin
+from nemo_lite.lightning.ignored_options import warn_if_set
 
 
 @dataclass
@@ -30,6 +31,13 @@ class CosineAnnealingScheduler:
     interval: str = "step"
     frequency: int = 1
     monitor: str = "val_loss"
+
+    def __post_init__(self) -> None:
+        why = "megatron's schedule steps once per optimizer step"
+        warn_if_set(type(self).__name__, "interval", self.interval, "step", why)
+        warn_if_set(type(self).__name__, "frequency", self.frequency, 1, why)
+        warn_if_set(type(self).__name__, "monitor", self.monitor, "val_loss",
+                    "the schedule follows the step count, not a metric")
 
     def build(self, optimizer: Any, max_lr: float, max_steps: int, weight_decay: float):
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler

@@ -12,18 +12,32 @@ from nemo_lite.lightning.checkpoint_dir import (
     CheckpointError,
     find_latest_checkpoint,
 )
+from nemo_lite.lightning.ignored_options import warn_if_set
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RestoreConfig:
-    """NeMo 2.0's RestoreConfig: `path` to a checkpoint; weights only unless asked otherwise."""
+    """NeMo 2.0's RestoreConfig: start a new run from a checkpoint's weights.
+
+    `load_optim_state=True` also takes its optimizer state (Adam moments and step, the fp32
+    main weights, the loss scaler), not its LR schedule, step count or data position: the new
+    run keeps its own. `load_artifacts` (NeMo: tokenizer files) warns: the tokenizer is part
+    of the data module's config here.
+    """
 
     path: str
     load_model_state: bool = True
     load_optim_state: bool = False
     load_artifacts: bool = False
+
+    def __post_init__(self) -> None:
+        warn_if_set("RestoreConfig", "load_artifacts", self.load_artifacts, False,
+                    "give the tokenizer to the data module (data.tokenizer=PATH)")
+        if self.load_optim_state and not self.load_model_state:
+            raise ValueError("RestoreConfig(load_optim_state=True, load_model_state=False): the "
+                             "optimizer state holds copies of the weights; load both or neither.")
 
 
 class AutoResume(IOMixin):
@@ -52,6 +66,8 @@ class AutoResume(IOMixin):
         self.resume_if_exists = resume_if_exists
         self.resume_past_end = resume_past_end
         self.resume_ignore_no_checkpoint = resume_ignore_no_checkpoint
+        warn_if_set("AutoResume", "resume_past_end", resume_past_end, False,
+                    "a run resumed from its final checkpoint stops at once, as with True")
 
     def checkpoint_path(self, checkpoint_dir: str | Path | None = None) -> Path | None:
         """The checkpoint to resume, or None to start fresh. Pure filesystem; no process group."""

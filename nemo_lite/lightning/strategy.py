@@ -31,6 +31,7 @@ from nemo_lite.lightning.checkpoint_io import (
 )
 from nemo_lite.lightning.ddp_rules import check_ddp
 from nemo_lite.lightning.device import is_cuda
+from nemo_lite.lightning.ignored_options import warn_if_set
 from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.parallel import MegatronParallel
 from nemo_lite.lightning.precision import MegatronMixedPrecision
@@ -70,7 +71,7 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         ckpt_torch_dist_multiproc: Optional[int] = None,
         ckpt_assume_constant_structure: bool = False,
         ckpt_parallel_save: bool = True,
-        ckpt_parallel_save_within_dp: bool = False,
+        ckpt_parallel_save_within_dp: bool = True,
         ckpt_parallel_load: bool = False,
         ckpt_parallel_save_optim: bool = True,
         ckpt_load_directly_on_device: bool = True,
@@ -122,22 +123,23 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         self.ckpt_save_optimizer = ckpt_save_optimizer
         self.save_ckpt_format = save_ckpt_format
         self.ckpt_async_save = ckpt_async_save
-        self.ckpt_options = {
-            "torch_dist_multiproc": ckpt_torch_dist_multiproc,
-            "assume_constant_structure": ckpt_assume_constant_structure,
-            "parallel_save": ckpt_parallel_save,
-            "parallel_save_within_dp": ckpt_parallel_save_within_dp,
-            "parallel_load": ckpt_parallel_load,
-            "parallel_save_optim": ckpt_parallel_save_optim,
-            "load_directly_on_device": ckpt_load_directly_on_device,
-            "load_strictness": ckpt_load_strictness,
-        }
         self.ckpt_optim_fully_reshardable = ckpt_optim_fully_reshardable
         if checkpoint_io is None:
             self.checkpoint_io = MegatronCheckpointIO(
                 save_ckpt_format=save_ckpt_format, parallel_save=ckpt_parallel_save,
                 parallel_load=ckpt_parallel_load, verify_checksums=ckpt_verify_checksums,
-                load_strictness=ckpt_load_strictness, async_save=ckpt_async_save)
+                load_strictness=ckpt_load_strictness, async_save=ckpt_async_save,
+                thread_count=ckpt_torch_dist_multiproc,
+                assume_constant_structure=ckpt_assume_constant_structure,
+                parallel_save_within_dp=ckpt_parallel_save_within_dp)
+        warn_if_set("MegatronStrategy", "lazy_init", lazy_init, False,
+                    "the model is built on each rank when the run starts, never before")
+        warn_if_set("MegatronStrategy", "ckpt_parallel_save_optim", ckpt_parallel_save_optim,
+                    True, "the optimizer state is saved with the weights' save strategy; its "
+                    "form is chosen by ckpt_optim_fully_reshardable")
+        warn_if_set("MegatronStrategy", "ckpt_load_directly_on_device",
+                    ckpt_load_directly_on_device, True,
+                    "checkpoints always load straight into the model's own tensors")
         self._pending_rng_state: Any = None
         self.megatron_parallel: MegatronParallel | None = None
         self.num_microbatches = 1
@@ -310,6 +312,8 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             self.precision_plugin.configure_optimizer(module.optim.config)
             self.setup_optimizers(trainer)
             self._connect_optimizer_to_schedule(config)
+            if self.restore_config is not None and self.restore_config.load_optim_state:
+                self.restore_optimizer_state(self.restore_config.path)
 
     def _wrap_ddp(self, chunks: list[torch.nn.Module], config: Any, module: Any) -> list[Any]:
         from megatron.core.distributed import DistributedDataParallel

@@ -175,6 +175,28 @@ class CheckpointingMixin:
                      "re-seeded)", checkpoint_path, manifest.get("layout"), self._layout_record())
         return checkpoint
 
+    def restore_optimizer_state(self, path: Any) -> None:
+        """Collective: `RestoreConfig(load_optim_state=True)`: the optimizer state of checkpoint
+        `path` (Adam moments and step, fp32 main weights, loss scaler) into this run's optimizer,
+        in any layout its form allows; the LR schedule stays this run's own."""
+        io = self.checkpoint_io
+        manifest = io.inspect(path)
+        if manifest.get("optimizer") is None or not self.optimizers:
+            raise CheckpointError(
+                f"RestoreConfig(path={str(path)!r}, load_optim_state=True): the checkpoint holds "
+                "no optimizer state. Set load_optim_state=False to take its weights only.")
+        self._check_optimizer_compatible(path, manifest)
+        optimizer = self.optimizers[0]
+        optimizer.prepare_for_load()
+        model_state = model_sharded_state_dict(list(self.megatron_parallel), "all")
+        request = {"optimizer": optimizer.sharded_state_dict(
+            model_state, is_loading=True,
+            fully_reshardable=manifest["optimizer"] == "fully_reshardable")}
+        state = io.load_checkpoint(path, sharded_state_dict=request, inspected=True)["optimizer"]
+        state.pop("lr_scheduler", None)  # the new run's schedule starts afresh
+        optimizer.load_sharded_state_dict(state)
+        log.info("restored the optimizer state (moments, fp32 main weights) of %s", path)
+
     def _check_base_weights(self, path: Any, manifest: dict[str, Any], chunks: list) -> None:
         base = manifest.get("base_weights")
         if not saves_trainable_only(chunks):

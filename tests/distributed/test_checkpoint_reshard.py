@@ -29,9 +29,12 @@ pytestmark = pytest.mark.distributed
 SAVERS = {  # name -> (ranks, run settings)
     "TP1": (1, {}),
     "DP2 distopt async": (2, {"dist_opt": True, "async_save": True}),
-    "TP2 distopt fully-reshardable": (2, {"tp": 2, "dist_opt": True, "fully_reshardable": True}),
+    # with megatron's save options: 1 file per writing rank, the save plan cached across saves
+    "TP2 distopt fully-reshardable": (2, {"tp": 2, "dist_opt": True, "fully_reshardable": True,
+                                          "ckpt_options": {"ckpt_torch_dist_multiproc": 1,
+                                                           "ckpt_assume_constant_structure": True}}),
     "MoE EP2": (2, {"model": "moe", "ep": 2}),
-    "TP2+PP2": (4, {"tp": 2, "pp": 2}),
+    "TP2+PP2": (4, {"tp": 2, "pp": 2, "ckpt_options": {"ckpt_parallel_save_within_dp": False}}),
     # 258 ids at megatron's default padding: 384 rows at TP1, 512 at TP2 and TP4 (where rank 3
     # holds padded rows only); checkpoints hold the 258 real rows
     "vocab258 TP1": (1, {"vocab": 258}),
@@ -72,12 +75,19 @@ LOADS = [  # (saved by, loaded with ranks, the loading run's full settings)
     )],
 ]
 WEIGHTS_ONLY = [(f"{label} DP2", 2, {**half, "load_optimizer": False}) for label, half in HALF]
+# RestoreConfig: a new run from the step-2 weights, with (or, the control, without) the optimizer
+RESTORES = [("bf16 DP2", 2, {**HALF[0][1], "load_optim_state": True}),
+            ("fp16 DP2 distopt", 1, {**HALF[1][1], "dist_opt": True, "load_optim_state": True}),
+            ("bf16 DP2", 2, {**HALF[0][1], "load_optim_state": False})]
 
 
 def load_name(saver: str, ranks: int, settings: dict) -> str:
     layout = "".join(f" {k}{settings[k]}" for k in ("tp", "pp") if settings.get(k, 1) > 1)
     weights_only = "" if settings.get("load_optimizer", True) else " weights only"
-    return f"{saver} -> {ranks}{layout}{weights_only}"
+    restore = ""
+    if "load_optim_state" in settings:
+        restore = " restore" + (" +optimizer" if settings["load_optim_state"] else "")
+    return f"{saver} -> {ranks}{layout}{weights_only}{restore}"
 
 
 def half(settings: dict) -> bool:
@@ -107,21 +117,26 @@ def results(tmp_path_factory):
     for saver, ranks, settings in LOADS + WEIGHTS_ONLY:
         by_ranks[ranks].append(run(load_name(saver, ranks, settings), settings,
                                    resume=checkpoint(saver)))
+    for saver, ranks, settings in RESTORES:
+        by_ranks[ranks].append({**run(load_name(saver, ranks, settings), settings),
+                                "restore": checkpoint(saver), "steps": 2})
     # savers before the runs that load them: 1 rank saves TP1 for the 4-rank load, and the
     # 1-rank loads need the 2- and 4-rank savers
     # keep-best-K by a metric: validate every step, keep the 2 *worst* val losses (mode max),
     # which keep-last-K would not
     by_ranks[1].append({**run("keep-worst-2", {}), "val_every": 1, "save_every": None,
                         "monitor": "val_loss", "mode": "max", "keep": 2})
-    savers_1 = [r for r in by_ranks[1] if r["resume"] is None]
-    loads_1 = [r for r in by_ranks[1] if r["resume"] is not None]
+    savers_1 = [r for r in by_ranks[1] if r["resume"] is None and not r.get("restore")]
+    loads_1 = [r for r in by_ranks[1] if r["resume"] is not None or r.get("restore")]
     run_checkpointed(1, savers_1, work, "1a")
     run_checkpointed(2, by_ranks[2], work, "2")
     run_checkpointed(4, by_ranks[4], work, "4")
     run_checkpointed(1, loads_1, work, "1b")
-    names = [*SAVERS, *NOISE, *(load_name(*load) for load in LOADS + WEIGHTS_ONLY)]
+    names = [*SAVERS, *NOISE, *(load_name(*load) for load in LOADS + WEIGHTS_ONLY + RESTORES)]
     out = {name: read_losses(work / f"{slug(name)}.jsonl") for name in names}
     out["main_params"] = {name: read_main_params(work / f"{slug(name)}.jsonl") for name in names}
+    out["distcp_files"] = {name: len(list((work / slug(name) / "checkpoints").glob(
+        "step=2-*/weights/*.distcp"))) for name in SAVERS}
     out["keep-worst-2"] = {"val": read_val_losses(work / "keep_worst_2.jsonl"),
                            "kept": sorted(p.name for p in (work / "keep_worst_2" / "checkpoints")
                                           .iterdir() if not p.is_symlink())}
@@ -138,6 +153,11 @@ def fingerprint_diff(a: dict[str, list[float]], b: dict[str, list[float]]) -> fl
     assert sorted(a) == sorted(b), (sorted(a), sorted(b))
     return max(abs(a[k][i] - b[k][i]) / a[k][1] ** 0.5 if i == 0 else
                abs(a[k][1] - b[k][1]) / a[k][1] for k in a for i in (0, 1))
+
+
+def moments_diff(a: dict[str, list[float]], b: dict[str, list[float]]) -> float:
+    """Largest relative difference of any parameter's sum of Adam's exp_avg_sq."""
+    return max(abs(a[k][2] - b[k][2]) / abs(a[k][2]) for k in a if a[k][2])
 
 
 def tp_rounding(results, settings) -> float:
@@ -185,3 +205,26 @@ def test_keep_best_k_by_a_monitored_metric(results):
     worst = sorted(sorted(val, key=val.get)[-2:])
     assert sorted(int(re.search(r"step=(\d+)", name)[1]) for name in run["kept"]) == worst, run
     assert all("val_loss=" in name for name in run["kept"]), run["kept"]
+
+
+@pytest.mark.parametrize("saver,ranks,settings", RESTORES, ids=[load_name(*r) for r in RESTORES])
+def test_restore_takes_the_optimizer_state_when_asked(results, saver, ranks, settings):
+    """RestoreConfig(load_optim_state=True): moments and fp32 main weights as saved at step 2;
+    without it (the control) the moments start at zero and the main weights are re-derived."""
+    main = results["main_params"]
+    saved, restored = main[saver][2], main[load_name(saver, ranks, settings)][0]
+    weights, moments = fingerprint_diff(saved, restored), moments_diff(saved, restored)
+    print(f"RESTORE {load_name(saver, ranks, settings)}: main weights {weights:.2e}, "
+          f"moments {moments:.2e}")
+    if settings["load_optim_state"]:
+        assert weights <= 1e-12 and moments <= 1e-12, (weights, moments)
+    else:
+        assert weights > 1e-6 and all(v[2] == 0 for v in restored.values()), weights
+    assert sorted(results[load_name(saver, ranks, settings)]) == [1, 2]  # a new run: steps 1-2
+
+
+def test_save_options_reach_megatrons_writer(results):
+    """ckpt_torch_dist_multiproc=1: one file per writing rank (megatron's default writes 2)."""
+    files = results["distcp_files"]
+    assert files["TP2 distopt fully-reshardable"] == 2, files
+    assert files["MoE EP2"] == 4, files  # 2 ranks, default thread count

@@ -7,12 +7,16 @@ SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep":
             "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH,
             "pause_after_step": null, "val_every": null, "monitor": "step", "mode": "max",
             "vocab": 512, "precision": "32", "loss_scale": 2**32,
-            "load_optimizer": true, "main_params_at_step": null}, ...]}
+            "load_optimizer": true, "main_params_at_step": null,
+            "restore": null | PATH, "load_optim_state": false, "ckpt_options": {}}, ...]}
 Losses are appended (and fsynced) by global rank 0 as {"step": k, "loss": x} right after each
 step, so a run killed with SIGKILL keeps every loss it reached. With `main_params_at_step`, the
 fp32 main weights the optimizer holds are fingerprinted after that step (a saver) and at the
-start of training (a resumed run, right after its load): {"main_params": {name: [sum, sum of
-squares]}}, summed in float64 over every rank's shard, so any DP/TP layout gives the same record.
+start of training (a resumed or restored run, right after its load): {"main_params": {name:
+[sum, sum of squares, sum of Adam's exp_avg_sq]}}, summed in float64 over every rank's shard, so
+any DP/TP layout gives the same record. `restore` starts from a checkpoint through
+RestoreConfig (weights, plus the optimizer state with `load_optim_state`); `ckpt_options` go
+to MegatronStrategy as keyword arguments.
 """
 
 from __future__ import annotations
@@ -80,11 +84,11 @@ class MainParams(pl.Callback):
     of squares by about 1e-3 relative; the same fp32 values resharded by about 1e-15.
     """
 
-    def __init__(self, path: str, step: int | None) -> None:
-        self.path, self.step = path, step
+    def __init__(self, path: str, step: int | None, at_start: bool) -> None:
+        self.path, self.step, self.at_start = path, step, at_start
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.global_step > 0:
+        if self.at_start:
             self._write(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -100,6 +104,7 @@ class MainParams(pl.Callback):
         record: dict[str, torch.Tensor] = {}
         mcore = trainer.optimizers[0].mcore
         for leaf in getattr(mcore, "chained_optimizers", [mcore]):
+            inner = getattr(leaf, "optimizer", leaf)
             for model_param, main in main_param_pairs(leaf):
                 if ps.get_tensor_model_parallel_rank() and not getattr(
                         model_param, "tensor_model_parallel", False):
@@ -107,11 +112,13 @@ class MainParams(pl.Callback):
                 if ps.get_data_parallel_rank() and not hasattr(leaf, "shard_fp32_groups"):
                     continue
                 values = main.detach().double()
+                moment = inner.state.get(main, {}).get("exp_avg_sq")
+                moment = torch.zeros(()) if moment is None else moment.double().sum()
                 record[names[id(model_param)]] = torch.stack(
-                    [values.sum(), (values * values).sum()])
+                    [values.sum(), (values * values).sum(), moment.double()])
         keys = sorted(names[id(p)] for chunk in trainer.strategy.megatron_parallel
                       for p in chunk.parameters())
-        stacked = torch.stack([record.get(k, torch.zeros(2, dtype=torch.float64)) for k in keys])
+        stacked = torch.stack([record.get(k, torch.zeros(3, dtype=torch.float64)) for k in keys])
         torch.distributed.all_reduce(stacked)
         if trainer.is_global_zero:
             with open(self.path, "a") as f:
@@ -159,13 +166,15 @@ def train(run: dict) -> None:
         ckpt_async_save=run.get("async_save", False),
         checkpoint_io=io,
         ckpt_load_optimizer=run.get("load_optimizer", True),
+        **run.get("ckpt_options", {}),
     )
     trainer = nl.Trainer(
         strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
         max_steps=run["steps"], limit_val_batches=2 if run.get("val_every") else 0,
         val_check_interval=run.get("val_every"), num_sanity_val_steps=0, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[LossLog(run["losses"], run.get("pause_after_step")),
-                   *([MainParams(run["losses"], run["main_params_at_step"])]
+                   *([MainParams(run["losses"], run["main_params_at_step"],
+                                 at_start=bool(run.get("resume") or run.get("restore")))]
                      if run.get("main_params_at_step") else [])],
         plugins=nl.MegatronMixedPrecision(precision=run.get("precision", "32"),
                                           fp16_initial_loss_scale=run.get("loss_scale", 2.0**32)),
@@ -183,6 +192,9 @@ def train(run: dict) -> None:
         resume = nl.AutoResume(resume_if_exists=True, resume_ignore_no_checkpoint=True)
     elif run.get("resume"):
         resume = nl.AutoResume(resume_from_path=run["resume"])
+    elif run.get("restore"):
+        resume = nl.AutoResume(restore_config=nl.RestoreConfig(
+            path=run["restore"], load_optim_state=run.get("load_optim_state", False)))
     log = nl.NeMoLogger(explicit_log_dir=run["run_dir"], tensorboard=False,
                         ckpt=nl.ModelCheckpoint(every_n_train_steps=run.get("save_every", 2),
                                                 save_top_k=run.get("keep", 2),
