@@ -131,6 +131,8 @@ def plan_task(task: Any, executor: Any = None) -> LaunchPlan:
                 "the ranks it needs, or launch it with an executor "
                 "(run.executor=torchrun run.executor.ntasks_per_node=N).") from error
         raise
+    if executor is None:  # the paths are on this machine (an executor's may be elsewhere)
+        _check_checkpoint_paths(task)
     optim = _value(task, "optim") or _value(task.model, "optim")
     optim_config = _value(optim, "config") if optim is not None else None
     check_ddp(_value(strategy, "ddp"), model_config, optim_config)
@@ -157,3 +159,22 @@ def plan_task(task: Any, executor: Any = None) -> LaunchPlan:
             grad_reduce_in_fp32=bool(next((_value(p, "grad_reduce_in_fp32", True)
                                            for p in plugins if p is not None), True)))
     return LaunchPlan(world, launched_by, layout, microbatches, memory, str(precision))
+
+
+def _check_checkpoint_paths(task: Any) -> None:
+    """A restore or resume path that is not a complete nemo_lite checkpoint fails here, once,
+    before any rank starts (each rank would otherwise report it)."""
+    from pathlib import Path
+
+    from nemo_lite.lightning.checkpoint_dir import CheckpointError
+    from nemo_lite.lightning.checkpoint_io import checkpoint_problem
+
+    resume = _value(task, "resume")
+    restore = _value(resume, "restore_config") if resume is not None else None
+    paths = {"resume.resume_from_path": _value(resume, "resume_from_path"),
+             "resume.restore_config.path": _value(restore, "path") if restore is not None else None}
+    for key, path in paths.items():
+        if path:
+            problem, _ = checkpoint_problem(Path(str(path)))
+            if problem:
+                raise CheckpointError(f"{key}: {problem}")

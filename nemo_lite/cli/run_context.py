@@ -95,6 +95,12 @@ class LiteRunContext(RunContext):
                 task = self._task_from_file(fn, args)
             else:
                 task = super().parse_fn(fn, args, **default_kwargs)
+        except Exception:
+            if self.yaml is None:  # an override under a None field: say which one
+                problem = none_on_the_way(super().parse_fn(fn, []), args)
+                if problem:
+                    raise ValueError(problem) from None
+            raise
         finally:
             parser_log.setLevel(level)
         from nemo_lite.cli.plan import plan_task
@@ -146,8 +152,25 @@ class LiteRunContext(RunContext):
                   "the flag changes nothing.", file=sys.stderr)
 
         # with an executor: checked, submitted and waited for by executors.run_and_wait
-        if not launch_task(self, fn, task_args):
+        if launch_task(self, fn, task_args):
+            return
+        if self.repl or any((self.to_yaml, self.to_toml, self.to_json)):
             super()._execute_task(fn, task_args)
+            return
+        self._run_here(fn, task_args)
+
+    def _run_here(self, fn: Any, task_args: list[str]) -> None:
+        """NeMo-Run's direct run, with its table of resolved arguments printed once: Lightning
+        starts the other ranks by running this command again, and they stay quiet."""
+        import nemo_run as run
+
+        task = self.parse_fn(fn, task_args)
+        if launching_process():
+            run.dryrun_fn(task, executor=self.executor)
+        if self.dryrun or not self._should_continue(self.skip_confirmation):
+            return
+        run.run(fn_or_script=task, name=self.name, executor=self.executor,
+                plugins=self.plugins, direct=True, detach=self.detach)
 
     def cli_execute(self, fn: Any, args: list[str], entrypoint_type: str = "task") -> Any:
         # NeMo-Run's --verbose leaves one trace: torchx's logger at INFO
@@ -172,8 +195,53 @@ class LiteRunContext(RunContext):
             task_file = getattr(self, "task_file", None)
             if task_file and not text.startswith(task_file):
                 text = f"{task_file}: {text}"
-            print(f"error: {text}", file=sys.stderr)
+            if launching_process():
+                print(f"error: {text}", file=sys.stderr)
+            elif verbose or not isinstance(error, ValueError):  # rank 0 says the same
+                print(f"error: [rank {os.environ.get('RANK') or os.environ.get('LOCAL_RANK')}] "
+                      f"{text}", file=sys.stderr)
             raise SystemExit(EXIT_BAD_INPUT) from None  # NeMo-Run turns other exits into 1
+
+
+def none_on_the_way(task: Any, args: list[str]) -> str | None:
+    """For an override `a.b.c=V` whose parent `a.b` is None in the task (and not set by an
+    earlier override): the message that says so and how to create the parent first."""
+    import typing
+
+    import fiddle as fdl
+
+    assigned: set[str] = set()
+    for arg in args:
+        key = re.split(r"[*+-]?=", arg, maxsplit=1)[0]
+        parts, node = key.split("."), task
+        for i, part in enumerate(parts[:-1]):
+            prefix = ".".join(parts[:i + 1])
+            if prefix in assigned or not isinstance(node, fdl.Buildable):
+                break
+            child = getattr(node, part, None)
+            if child is None:
+                hint = part
+                try:
+                    target = fdl.get_callable(node)
+                    init = target.__init__ if isinstance(target, type) else target
+                    annotation = typing.get_type_hints(init).get(part)
+                    classes = [a for a in typing.get_args(annotation) or (annotation,)
+                               if isinstance(a, type) and a is not type(None)]
+                    if classes:
+                        hint = f"Config[{classes[0].__module__}.{classes[0].__qualname__}]"
+                except Exception:  # noqa: BLE001 - the hint is optional
+                    pass
+                return (f"cannot set '{key}': '{prefix}' is None in this recipe. Create it "
+                        f"first, then set its fields: {prefix}={hint} {key}=...")
+            node = child
+        assigned.add(key)
+    return None
+
+
+def launching_process() -> bool:
+    """True in the process the user started (or rank 0 of torchrun); False in the rank
+    processes started from it (Lightning sets LOCAL_RANK, torchrun RANK)."""
+    return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0) == 0
 
 
 def name_run_directory(task: Any, name: str | None, fn: Any, args: list[str]) -> None:

@@ -223,49 +223,11 @@ class MegatronCheckpointIO(CheckpointIO):
         """Check `path` is a complete, intact checkpoint; return its manifest (rank 0 reads)."""
         problem, manifest = None, None
         if _rank() == 0:
-            problem, manifest = self._inspect(Path(path))
+            problem, manifest = checkpoint_problem(Path(path), self.verify_checksums)
         problem, manifest = _broadcast_object((problem, manifest))
         if problem:
             raise CheckpointError(problem)
         return manifest
-
-    def _inspect(self, path: Path) -> tuple[str | None, dict | None]:
-        if path.name.endswith(INCOMPLETE_SUFFIX):
-            return (f"checkpoint {path} is incomplete: its save was interrupted. Resume from "
-                    f"the checkpoint before it (AutoResume(resume_if_exists=True) picks the "
-                    f"newest complete one)."), None
-        if not path.exists():
-            return f"no checkpoint at {path}: the path does not exist.", None
-        if not path.is_dir():
-            return (f"{path} is a file, not a checkpoint directory: nemo_lite checkpoints are "
-                    f"directories holding '{WEIGHTS_DIR}/' and '{MANIFEST}'."), None
-        manifest = read_manifest(path)
-        weights = path / WEIGHTS_DIR
-        if manifest is None:
-            if (path / MANIFEST).exists():
-                return f"checkpoint {path}: {MANIFEST} is unreadable (corrupt).", None
-            return (f"checkpoint {path} is incomplete or not a nemo_lite checkpoint: "
-                    f"{MANIFEST} is missing (it is written last, once every rank has saved). "
-                    "Use an earlier complete checkpoint."), None
-        if not weights.is_dir():
-            return f"checkpoint {path} has no '{WEIGHTS_DIR}/' directory: it is incomplete.", None
-        expected = manifest.get("files") or {}
-        for name, entry in expected.items():
-            file = weights / name
-            if not file.exists():
-                return f"checkpoint {path} is missing {WEIGHTS_DIR}/{name}: copy it again.", None
-            size = file.stat().st_size
-            if size != entry["bytes"]:
-                return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} has {size} bytes, the save "
-                        f"wrote {entry['bytes']} (truncated or corrupt). Use an earlier "
-                        "checkpoint or copy this one again."), None
-        if self.verify_checksums:
-            found = file_table(weights, checksums=True)  # one pass over the files
-            for name, entry in expected.items():
-                if "crc32" in entry and found[name].get("crc32") != entry["crc32"]:
-                    return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} fails its CRC32 check "
-                            "(corrupt). Use an earlier checkpoint or copy this one again."), None
-        return None, manifest
 
     def load_common(self, path: str | Path) -> dict[str, Any]:
         """The non-sharded part (trainer state, layout); validates the checkpoint first."""
@@ -333,6 +295,47 @@ class MegatronCheckpointIO(CheckpointIO):
             target.unlink()
         elif target.exists():
             shutil.rmtree(target)
+
+
+def checkpoint_problem(path: Path, verify_checksums: bool = False) -> tuple[str | None, dict | None]:
+    """(what is wrong with checkpoint `path`, or None; its manifest). Reads files only: the CLI
+    checks a restore / resume path with it before launching, every load checks again."""
+    if path.name.endswith(INCOMPLETE_SUFFIX):
+        return (f"checkpoint {path} is incomplete: its save was interrupted. Resume from "
+                f"the checkpoint before it (AutoResume(resume_if_exists=True) picks the "
+                f"newest complete one)."), None
+    if not path.exists():
+        return f"no checkpoint at {path}: the path does not exist.", None
+    if not path.is_dir():
+        return (f"{path} is a file, not a checkpoint directory: nemo_lite checkpoints are "
+                f"directories holding '{WEIGHTS_DIR}/' and '{MANIFEST}'."), None
+    manifest = read_manifest(path)
+    weights = path / WEIGHTS_DIR
+    if manifest is None:
+        if (path / MANIFEST).exists():
+            return f"checkpoint {path}: {MANIFEST} is unreadable (corrupt).", None
+        return (f"checkpoint {path} is incomplete or not a nemo_lite checkpoint: "
+                f"{MANIFEST} is missing (it is written last, once every rank has saved). "
+                "Use an earlier complete checkpoint."), None
+    if not weights.is_dir():
+        return f"checkpoint {path} has no '{WEIGHTS_DIR}/' directory: it is incomplete.", None
+    expected = manifest.get("files") or {}
+    for name, entry in expected.items():
+        file = weights / name
+        if not file.exists():
+            return f"checkpoint {path} is missing {WEIGHTS_DIR}/{name}: copy it again.", None
+        size = file.stat().st_size
+        if size != entry["bytes"]:
+            return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} has {size} bytes, the save "
+                    f"wrote {entry['bytes']} (truncated or corrupt). Use an earlier "
+                    "checkpoint or copy this one again."), None
+    if verify_checksums:
+        found = file_table(weights, checksums=True)  # one pass over the files
+        for name, entry in expected.items():
+            if "crc32" in entry and found[name].get("crc32") != entry["crc32"]:
+                return (f"checkpoint {path}: {WEIGHTS_DIR}/{name} fails its CRC32 check "
+                        "(corrupt). Use an earlier checkpoint or copy this one again."), None
+    return None, manifest
 
 
 def _root_cause(error: BaseException) -> str:

@@ -3,8 +3,9 @@
 MegatronStrategy(replace_progress_bar=True, progress_interval=N) puts this in place of
 Lightning's TQDM bar (NeMo's MegatronProgressBar does the same): global rank 0 prints one line
 every N optimizer steps with the step, the loss reduced across data-parallel ranks, the
-learning rate, the gradient norm, the consumed samples, tokens/s and the step time, and one
-line per validation with its loss.
+learning rate, the gradient norm, the consumed samples, tokens/s and the step time (both of the
+step itself; time spent between steps, in checkpoint saves or validation, is shown apart), and
+one line per validation with its loss.
 """
 
 import time
@@ -58,9 +59,18 @@ class MegatronProgressPrinter(ProgressBar):
             if number is not None:
                 parts.append(f"{label} {number:{fmt}}")
         tokens = _number(metrics.get("tokens_per_sec"))
-        if tokens is not None and self.interval == 1:
-            parts.append(f"{tokens:.0f} tokens/s")
-        parts.append(f"{elapsed * 1000:.0f} ms/step")
+        step_time = _number(metrics.get("step_time"))
+        if self.interval == 1 and step_time is not None:
+            # tokens/s and ms/step both from the step itself; time spent between steps
+            # (checkpoint saves, validation) is shown apart, not folded into the step
+            if tokens is not None:
+                parts.append(f"{tokens:.0f} tokens/s")
+            parts.append(f"{step_time * 1000:.0f} ms/step")
+            between = elapsed - step_time
+            if between > max(0.05, 0.1 * step_time):
+                parts.append(f"+{between * 1000:.0f} ms between steps (checkpoint, validation)")
+        else:
+            parts.append(f"{elapsed * 1000:.0f} ms/step")
         print(" | ".join(parts), flush=True)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:

@@ -250,8 +250,10 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         )
         if not self.uses_cuda:
             from nemo_lite.lightning import _cpu
+            from nemo_lite.lightning.quiet import quiet_cpu_run
 
             _cpu.apply()
+            quiet_cpu_run()
         tensor_parallel.model_parallel_cuda_manual_seed(
             self.seed, te_rng_tracker=self.use_te_rng_tracker and self.uses_cuda
         )

@@ -4,7 +4,8 @@ Defaults only, plus one check: Megatron's sampler already shards data over data-
 ranks (so Lightning must not add a DistributedSampler); evaluation runs under no_grad
 rather than inference_mode (megatron modules keep state between steps); checkpoints come from
 `nl.ModelCheckpoint` when one is given (here, or by NeMoLogger), never from Lightning's
-default callback (it would write a `.ckpt` per epoch); and `fit` / `validate` check the
+default callback (it would write a `.ckpt` per epoch); Lightning's model table and start-up
+chatter give way to nemo_lite's run summary (`quiet.py`); and `fit` / `validate` check the
 parallel layout before Lightning spawns any rank, so a bad layout fails in the launching
 process with one clear error.
 """
@@ -18,6 +19,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nemo_lite.io.capture import IOMixin
+from nemo_lite.lightning.quiet import quiet_run
 
 
 class Trainer(pl.Trainer, IOMixin):
@@ -30,6 +32,10 @@ class Trainer(pl.Trainer, IOMixin):
         kwargs.setdefault("enable_checkpointing", any(
             isinstance(cb, ModelCheckpoint) for cb in kwargs.get("callbacks") or []))
         kwargs.setdefault("logger", False)
+        # nemo_lite's start-of-run summary replaces Lightning's model table (whose FLOPs
+        # column reads 0 for megatron modules)
+        kwargs.setdefault("enable_model_summary", False)
+        quiet_run()
         super().__init__(*args, **kwargs)
 
     def _validate_layout(self, model: Any, datamodule: Any) -> None:

@@ -67,6 +67,15 @@ BAD_INPUTS = {
                    "global_batch_size"),
     "executor world size": (["--factory", "tiny_gpt", "run.executor=local"],
                             "the executor starts 1 processes"),
+    "override under a None field": (["--factory", "tiny_gpt", "resume.restore_config.path=/x"],
+                                    "'resume.restore_config' is None in this recipe. Create it "
+                                    "first, then set its fields: resume.restore_config=Config["
+                                    "nemo_lite.lightning.resume.RestoreConfig]"),
+    "restore path not a checkpoint": (["--factory", "tiny_gpt",
+                                       "resume.restore_config=Config[nemo_lite.lightning.resume.RestoreConfig]",
+                                       "resume.restore_config.path=/"],
+                                      "resume.restore_config.path: checkpoint / is incomplete or "
+                                      "not a nemo_lite checkpoint"),
     "ddp vs per-token loss": (["--factory", "llama3_8b",
                                "trainer.strategy.ddp.average_in_collective=True"],
                               "average_in_collective=True) cannot be combined with the model's "
@@ -81,6 +90,7 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, case):
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("error: ") and words in lines[-1], proc.stderr[-3000:]
+    assert sum(line.startswith("error: ") for line in lines) == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "nemo_experiments").exists()
 

@@ -57,6 +57,7 @@ def finished_run(tmp_path_factory):
                                                        "PATH": str(BIN), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     facts = json.loads((work / "facts.json").read_text())
+    facts["stderr"] = proc.stderr
     return proc.stdout, facts
 
 
@@ -76,13 +77,24 @@ def test_the_run_summary_matches_the_model(finished_run):
     assert stdout.index("recipe ") < stdout.index("step 1/6")  # before the first step
 
 
+def test_the_start_shows_no_library_chatter(finished_run):
+    stdout, facts = finished_run
+    output = stdout + facts["stderr"]
+    for noise in ("Total FLOPs", "GPU available:", "💡 Tip", "dataloader_iter",
+                  "CUDA_DEVICE_MAX_CONNECTIONS", "full scope is deprecated"):
+        assert noise not in output, noise
+
+
 def test_progress_lines_and_tensorboard_carry_the_step_metrics(finished_run):
     stdout, facts = finished_run
     lines = re.findall(r"^step (\d)/6 \| loss [\d.]+ \| lr \S+ \| grad_norm [\d.]+ \| "
-                       r"consumed_samples \d+ \| (\d+) tokens/s \| (\d+) ms/step$", stdout, re.M)
-    assert [int(s) for s, _, _ in lines] == [1, 2, 3, 4, 5, 6], stdout[-3000:]
-    for _, tokens, ms in lines:  # 8 x 64 tokens per step: the two numbers agree
-        assert int(tokens) > 0 and int(ms) > 0
+                       r"consumed_samples \d+ \| (\d+) tokens/s \| (\d+) ms/step"
+                       r"( \| \+\d+ ms between steps \(checkpoint, validation\))?$", stdout, re.M)
+    assert [int(s) for s, _, _, _ in lines] == [1, 2, 3, 4, 5, 6], stdout[-3000:]
+    for _, tokens, ms, _ in lines:  # 8 x 64 tokens per step: the two numbers agree
+        assert int(tokens) * int(ms) / 1000 == pytest.approx(8 * 64, rel=0.02), (tokens, ms)
+    # validation after steps 2 and 4 is time between steps, shown apart from the step's own
+    assert [bool(between) for _, _, _, between in lines][2] is True, stdout[-3000:]
     assert re.search(r"^validation at step 2 \| val_loss [\d.]+$", stdout, re.M)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -44,6 +44,9 @@ class GPTConfig(TransformerConfig):
     deallocate_pipeline_outputs: bool = True
     calculate_per_token_loss: bool = True
     use_cpu_initialization: bool = True
+    # megatron 0.16's default "full" warns in its own __post_init__ that it is deprecated;
+    # None becomes its replacement, [] (capture the whole layer)
+    cuda_graph_scope: Any = None
     init_method_std: float = 0.02
     transformer_layer_spec: Callable[..., Any] = default_layer_spec
     forward_step_fn: Callable[..., Any] = gpt_forward_step
