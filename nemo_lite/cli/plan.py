@@ -91,9 +91,10 @@ def _vocab_size(model_config: Any, task: Any) -> int:
     return ByteTokenizer().vocab_size
 
 
-def plan_task(task: Any, executor: Any = None) -> LaunchPlan:
+def plan_task(task: Any, executor: Any = None, check_paths: bool = True) -> LaunchPlan:
     """Check a resolved `llm.pretrain / finetune / validate` Partial; raise LayoutError if it
-    cannot run as configured (the message says what to change)."""
+    cannot run as configured (the message says what to change). With `check_paths` and no
+    executor, a restore / resume checkpoint must exist here (a dry run plans without it)."""
     import fiddle as fdl
 
     trainer = task.trainer
@@ -131,7 +132,7 @@ def plan_task(task: Any, executor: Any = None) -> LaunchPlan:
                 "the ranks it needs, or launch it with an executor "
                 "(run.executor=torchrun run.executor.ntasks_per_node=N).") from error
         raise
-    if executor is None:  # the paths are on this machine (an executor's may be elsewhere)
+    if check_paths and executor is None:  # on this machine (an executor's may be elsewhere)
         _check_checkpoint_paths(task)
     optim = _value(task, "optim") or _value(task.model, "optim")
     optim_config = _value(optim, "config") if optim is not None else None

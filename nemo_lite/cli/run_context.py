@@ -110,7 +110,7 @@ class LiteRunContext(RunContext):
         if recipe:  # the run's summary names it (executors pass it on, see launch_task)
             os.environ[RECIPE_ENV] = recipe
         name_run_directory(task, self.name, fn, args)
-        plan = plan_task(task, self.executor)
+        plan = plan_task(task, self.executor, check_paths=not self.dryrun)
         if self.dryrun:
             print("\n".join(["nemo_lite launch plan:", *("  " + line for line in plan.lines())]))
         return task

@@ -1,14 +1,15 @@
 """Which callables a saved context may name, decided before anything is imported.
 
 Building a context calls every target it names, so a context is code: a crafted `io.json`
-naming `os.system` would run a command. `load_context` therefore checks every Python
-reference in the JSON (Fiddle stores them as `module` + `name` strings) against this list
-first, and checks again what each reference resolves to (so `torch` + `os.system`, reaching
-`os` through torch's namespace, is refused too).
+naming `torch.utils.collect_env.run` would run a shell command. `load_context` therefore
+checks every Python reference in the JSON (Fiddle stores them as `module` + `name` strings)
+against an exact list of names first (`nemo_lite.io.allowed`: what nemo_lite itself saves),
+and checks again what each reference resolves to.
 
-This stops references outside the libraries a run is made of, and a few known code-loading
-entry points inside them (`torch.load`, `torch.hub`, ...). It is not a sandbox: the allowed
-libraries are large, so load contexts from people you would take code from.
+A caller who trusts a file may allow more, by exact name or by module prefix
+(`allow=["my_steps"]`, NEMO_LITE_CONTEXT_ALLOW); inside a prefix the caller allows, the known
+code-loading entry points below stay refused unless named exactly. docs/context-security.md
+states the threat model.
 """
 
 from __future__ import annotations
@@ -19,38 +20,9 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
+from nemo_lite.io.allowed import ALLOWED
+
 ENV_VAR = "NEMO_LITE_CONTEXT_ALLOW"
-
-# Module prefixes (on dotted boundaries) whose callables a context may name.
-DEFAULT_PREFIXES: tuple[str, ...] = (
-    "nemo_lite",
-    "recipes",
-    "megatron.core",
-    "torch",
-    "lightning",
-    "fiddle",
-    "nemo_run",
-    "collections",
-)
-
-# builtins: only plain data types (never eval, exec, open, __import__, getattr, type...).
-SAFE_BUILTINS: tuple[str, ...] = (
-    "bool", "int", "float", "complex", "str", "bytes", "list", "tuple", "dict", "set",
-    "frozenset", "slice", "range",
-)
-
-# Single callables allowed outside the prefixes.
-DEFAULT_NAMES: tuple[str, ...] = (
-    "functools.partial",
-    "datetime.timedelta",
-    "pathlib.Path",
-    "pathlib.PosixPath",
-    "pathlib.WindowsPath",
-    "pathlib.PurePath",
-    "pathlib.PurePosixPath",
-    "pathlib.PureWindowsPath",
-    *(f"builtins.{name}" for name in SAFE_BUILTINS),
-)
 
 _LOADS_CODE = "loads or runs code from files or the network"
 # Inside the allowed prefixes, refused unless the caller allows them by name (or more narrowly).
@@ -115,7 +87,6 @@ class AllowList:
         self.user = tuple(a.strip() for a in allow if a and a.strip())
         if use_env:
             self.user += env_entries()
-        self.defaults = DEFAULT_PREFIXES + DEFAULT_NAMES
 
     def refusal(self, module: Any, name: Any) -> str | None:
         """Why the reference `module` + `name` (as written in the JSON) is refused, or None."""
@@ -126,23 +97,22 @@ class AllowList:
         return self._refusal_full(f"{module}.{name}")
 
     def _refusal_full(self, full: str) -> str | None:
-        user = _longest(full, self.user)
-        denied = _longest(full, DENIED)
-        if user is not None:
-            if denied is not None and len(denied) > len(user):
-                return f"refused by default: it {DENIED[denied]}"
+        if full in ALLOWED:
             return None
-        if _longest(full, self.defaults) is None:
+        user = _longest(full, self.user)
+        if user is None:
             return "it is outside the allow-list"
-        if denied is not None:
+        denied = _longest(full, DENIED)
+        if denied is not None and len(denied) > len(user):
             return f"refused by default: it {DENIED[denied]}"
         return None
 
     def value_refusal(self, written: str, value: Any) -> str | None:
-        """Why `value`, imported as `written`, is refused (judged by where it is defined,
-        which catches aliases like `torch.os.system`), or None. Allowing the exact written
-        name (`allow=["torch.load"]`) trusts whatever it resolves to."""
-        if written in self.user:
+        """Why `value`, imported as `written`, is refused, or None. An exact name (on the
+        list, or `allow=["torch.load"]`) is trusted to be what it resolves to; a name allowed
+        by a caller's prefix is judged by where its value is defined, which catches aliases
+        like `my_module.os.system`."""
+        if written in ALLOWED or written in self.user:
             return None
         home = home_of(value)
         if home is None:
@@ -175,12 +145,9 @@ def home_of(value: Any) -> str | None:
 
 
 def describe_defaults() -> str:
-    builtins = ", ".join(SAFE_BUILTINS)
-    return (
-        f"module prefixes {', '.join(DEFAULT_PREFIXES)}; functools.partial, datetime.timedelta, "
-        "pathlib paths; "
-        f"builtins {builtins}"
-    )
+    return (f"the {len(ALLOWED)} names nemo_lite itself saves (nemo_lite.io.allowed: its "
+            "components and recipes, megatron's config dataclasses, torch dtypes, activation "
+            "and init functions, plain data types)")
 
 
 def refusal_message(where: str, refused: list[tuple[str, str]], imported: bool) -> str:
@@ -197,3 +164,22 @@ def refusal_message(where: str, refused: list[tuple[str, str]], imported: bool) 
         "(comma-separated; module prefixes work too)."
     )
     return "\n".join(lines)
+
+
+def resolve_name(full: str) -> Any:
+    """The object `full` (`package.module.Attr.attr`) names, importing its module; None if
+    nothing has that name. For checks of the list itself, never for an unchecked context."""
+    import importlib
+
+    parts = full.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:]:
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return None
+        return obj
+    return None
