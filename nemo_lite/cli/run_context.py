@@ -95,8 +95,11 @@ class LiteRunContext(RunContext):
                 task = self._task_from_file(fn, args)
             else:
                 task = super().parse_fn(fn, args, **default_kwargs)
-        except Exception:
-            if self.yaml is None:  # an override under a None field: say which one
+        except Exception as error:
+            from nemo_run.cli.cli_parser import CLIException
+
+            if isinstance(error, CLIException) and getattr(self, "task_file", None) is None:
+                # NeMo-Run says nothing useful about an override under a None field
                 problem = none_on_the_way(super().parse_fn(fn, []), args)
                 if problem:
                     raise ValueError(problem) from None
@@ -109,7 +112,8 @@ class LiteRunContext(RunContext):
         recipe = _factory_name(self.factory)
         if recipe:  # the run's summary names it (executors pass it on, see launch_task)
             os.environ[RECIPE_ENV] = recipe
-        name_run_directory(task, self.name, fn, args)
+        if self.executor is None:  # with an executor, --name names its experiment and job
+            name_run_directory(task, self.name, fn, args)
         plan = plan_task(task, self.executor, check_paths=not self.dryrun)
         if self.dryrun:
             print("\n".join(["nemo_lite launch plan:", *("  " + line for line in plan.lines())]))
@@ -245,8 +249,9 @@ def launching_process() -> bool:
 
 
 def name_run_directory(task: Any, name: str | None, fn: Any, args: list[str]) -> None:
-    """`--name NAME` names the run: its experiment (with an executor) and, unless `log.name=`
-    is given, the log directory's name (`log.name`) of a task that has a NeMoLogger."""
+    """`--name NAME` of a run in this process (no executor, where NeMo-Run uses no name): the
+    log directory's name (`log.name`) of a task that has a NeMoLogger, unless `log.name=` is
+    given."""
     command = getattr(fn, "__name__", None)
     if not name or name == command or any(a.startswith("log.name=") for a in args):
         return

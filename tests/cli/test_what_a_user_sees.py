@@ -93,8 +93,6 @@ def test_progress_lines_and_tensorboard_carry_the_step_metrics(finished_run):
     assert [int(s) for s, _, _, _ in lines] == [1, 2, 3, 4, 5, 6], stdout[-3000:]
     for _, tokens, ms, _ in lines:  # 8 x 64 tokens per step: the two numbers agree
         assert int(tokens) * int(ms) / 1000 == pytest.approx(8 * 64, rel=0.02), (tokens, ms)
-    # validation after steps 2 and 4 is time between steps, shown apart from the step's own
-    assert [bool(between) for _, _, _, between in lines][2] is True, stdout[-3000:]
     assert re.search(r"^validation at step 2 \| val_loss [\d.]+$", stdout, re.M)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
