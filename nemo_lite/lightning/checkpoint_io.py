@@ -43,6 +43,7 @@ from nemo_lite.lightning.checkpoint_dir import (  # noqa: F401 - re-exported
     read_manifest,
 )
 from nemo_lite.lightning.checkpoint_shapes import agreed_mismatches
+from nemo_lite.lightning.mcore_compat import async_save_kwargs
 from nemo_lite.lightning.model_state import (
     load_model_state,
     model_sharded_state_dict,
@@ -164,9 +165,10 @@ class MegatronCheckpointIO(CheckpointIO):
                 shutil.rmtree(tmp)
             (tmp / WEIGHTS_DIR).mkdir(parents=True)
         _barrier()
+        extra = async_save_kwargs() if self.async_save else {}
         request = dist_checkpointing.save(checkpoint, str(tmp / WEIGHTS_DIR),
                                           sharded_strategy=self._save_strategy(),
-                                          async_sharded_save=self.async_save)
+                                          async_sharded_save=self.async_save, **extra)
         if request is None:
             self._finalize(tmp, final, options)
             return

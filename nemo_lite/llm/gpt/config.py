@@ -4,6 +4,7 @@ A config is plain data until `configure_model()` runs, which happens inside the 
 after the process groups exist, once per virtual-pipeline stage.
 """
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
@@ -44,9 +45,6 @@ class GPTConfig(TransformerConfig):
     deallocate_pipeline_outputs: bool = True
     calculate_per_token_loss: bool = True
     use_cpu_initialization: bool = True
-    # megatron 0.16's default "full" warns in its own __post_init__ that it is deprecated;
-    # None becomes its replacement, [] (capture the whole layer)
-    cuda_graph_scope: Any = None
     init_method_std: float = 0.02
     transformer_layer_spec: Callable[..., Any] = default_layer_spec
     forward_step_fn: Callable[..., Any] = gpt_forward_step
@@ -54,7 +52,10 @@ class GPTConfig(TransformerConfig):
 
     def __post_init__(self) -> None:
         capture_dataclass(self)  # the user's arguments, before megatron derives fields
-        super().__post_init__()
+        with warnings.catch_warnings():
+            # megatron's own default CUDA-graph scope ("full") warns that it is deprecated
+            warnings.filterwarnings("ignore", message="full scope is deprecated")
+            super().__post_init__()
         if not isinstance(self.embedding_init_method, PrivateStreamInit):
             # the padded vocabulary size must not shift the init of everything built after
             self.embedding_init_method = PrivateStreamInit(self.embedding_init_method)

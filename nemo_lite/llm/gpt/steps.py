@@ -26,7 +26,8 @@ LAST_STAGE_KEYS = ("labels", "loss_mask")
 def gpt_data_step(dataloader_iter: Iterator[Any]) -> dict[str, Any]:
     """Fetch one micro-batch; move only what this pipeline stage needs; slice it for CP."""
     from megatron.core import parallel_state
-    from megatron.core.utils import get_batch_on_this_cp_rank
+
+    from nemo_lite.lightning.mcore_compat import batch_on_this_cp_rank
 
     batch = next(dataloader_iter)
     if isinstance(batch, (tuple, list)):  # (batch, batch_idx, dataloader_idx) from Lightning
@@ -48,7 +49,7 @@ def gpt_data_step(dataloader_iter: Iterator[Any]) -> dict[str, Any]:
     packed = batch.get("cu_seqlens")
     if packed is not None:
         check_packed_batch(batch, parallel_state.get_context_parallel_world_size())
-    out = get_batch_on_this_cp_rank(out)
+    out = batch_on_this_cp_rank(out)
     if packed is not None:
         out["packed_seq_params"] = packed_seq_params(packed.to(device), batch.get("max_seqlen"))
     return out

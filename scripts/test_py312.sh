@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The Python 3.12 + megatron-core 0.19 leg of the suite: set up .venv312, run the README's first
+# command there, then the parity matrix and the checkpoint / resume tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHON=${PYTHON312:-python3.12} VENV=.venv312
+start=$SECONDS
+bash scripts/setup.sh
+echo "== py3.12 setup: $((SECONDS - start)) s"
+rm -rf runs/py312 && mkdir -p runs/py312
+bash scripts/quickstart.sh log.log_dir=runs/py312 | tee runs/py312/quickstart.log
+grep -q "^step 20/20 | loss" runs/py312/quickstart.log
+echo "== py3.12 quickstart: $((SECONDS - start)) s"
+.venv312/bin/python -m pytest -q -p no:cacheprovider tests/distributed/test_parity.py \
+  tests/distributed/test_checkpoint_reshard.py tests/distributed/test_resume.py \
+  tests/distributed/test_checkpoint_errors.py "$@"
+echo "== py3.12 leg: $((SECONDS - start)) s"
