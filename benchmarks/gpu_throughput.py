@@ -6,7 +6,11 @@ synchronising the GPU at each step end, and reports per GPU:
   tokens/s      = global_batch x seq_length / mean timed step time / GPUs
   model TFLOP/s = FLOPs per step (formula below) / mean timed step time / GPUs
   MFU           = model TFLOP/s / the card's dense bf16 peak (table `PEAK_BF16_TFLOPS`, by device
-                  name; an unknown card or the CPU: MFU omitted; `--peak-tflops` sets it)
+                  name; an unknown card or the CPU: MFU omitted; `--peak-tflops` sets it), and
+                  with `--measure-peak` also against the peak measured in the same run (a timed
+                  bf16 8192^3 matmul loop: what the card really sustains here)
+  memory        = peak allocated on the GPU, against nemo_lite's estimate for the same run
+                  (llm.gpt.memory.estimate_memory, what `--dryrun` prints)
 
 FLOPs (Megatron-LM's `num_floating_point_operations` for a dense GQA model; 2 FLOPs per
 multiply-add; training = 3 x forward, i.e. backward = 2 x forward, NO activation recomputation):
@@ -22,6 +26,7 @@ L layers, V padded vocabulary. The embedding lookup, norms, softmax and optimize
     python benchmarks/gpu_throughput.py --seq 4096 --mbs 1 --gbs 8
     python benchmarks/gpu_throughput.py --dry                # no GPU needed: shapes, params, FLOPs
     python benchmarks/gpu_throughput.py --device cpu --tiny  # 3 real steps of a tiny model (CPU)
+    ... --measure-peak --out figures.json                    # + measured peak, all figures as JSON
 """
 
 import argparse
@@ -54,6 +59,38 @@ def peak_bf16_tflops(device_name: str) -> Optional[float]:
         if key.lower() in device_name.lower():
             return peak
     return None
+
+
+def measure_peak_tflops(device: str, size: int = 8192, seconds: float = 3.0) -> float:
+    """Sustained dense bf16 matmul TFLOP/s on `device` ("cuda"; on CPU fp32, small)."""
+    import torch
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    n = size if device == "cuda" else 256
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(3):
+        a @ b
+    sync()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            a @ b
+        calls += 10
+        sync()
+    return 2.0 * n**3 * calls / (time.perf_counter() - start) / 1e12
+
+
+def memory_estimate_gib(args: argparse.Namespace, config: Any, precision: str) -> float:
+    """nemo_lite's per-rank memory estimate for this run (what the CLI's --dryrun prints)."""
+    from nemo_lite.llm.gpt.memory import estimate_memory
+
+    return estimate_memory(
+        config, dp=args.devices, precision=precision,
+        distributed_optimizer=args.distributed_optimizer, micro_batch_size=args.mbs,
+        seq_length=args.seq, num_microbatches=args.gbs // (args.mbs * args.devices),
+        vocab_size=config.vocab_size, flash_attention=args.device == "gpu").total / 2**30
 
 
 def model_config(args: argparse.Namespace) -> Any:
@@ -169,6 +206,13 @@ def run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
     device_name = torch.cuda.get_device_name() if cuda else "CPU"
     peak = args.peak_tflops or (peak_bf16_tflops(device_name) if cuda else None)
     tflops = info["flops_per_step"] / mean / args.devices / 1e12
+    measured = measure_peak_tflops("cuda" if cuda else "cpu") if args.measure_peak else None
+    memory = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    estimate = memory_estimate_gib(args, config, info["precision"])
+    attention = trainer.strategy.megatron_parallel[0]
+    while not hasattr(attention, "decoder") and hasattr(attention, "module"):
+        attention = attention.module
+    core = attention.decoder.layers[0].self_attention.core_attention
     return {
         "device": device_name,
         "devices": args.devices,
@@ -181,7 +225,14 @@ def run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
         "model_tflops_per_gpu": tflops,
         "peak_bf16_tflops": peak,
         "mfu": tflops / peak if peak else None,
-        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "measured_peak_tflops": measured,
+        "mfu_of_measured_peak": tflops / measured if measured else None,
+        "core_attention": type(core).__name__ + (
+            " (torch SDPA)" if getattr(core, "uses_sdpa", lambda d: False)(
+                torch.device("cuda" if cuda else "cpu")) else ""),
+        "max_memory_gib": memory,
+        "memory_estimate_gib": estimate,
+        "memory_vs_estimate": memory / estimate if memory is not None else None,
     }
 
 
@@ -218,8 +269,10 @@ def report(info: dict[str, Any], result: Optional[dict[str, Any]], dry: bool) ->
     if not result:
         return
     print(f"device     {result['device']} x {result['devices']}, QKV layer {result['qkv_layer']}"
-          + (f", peak memory {result['max_memory_gib']:.1f} GiB"
-             if result["max_memory_gib"] is not None else ""))
+          f", core attention {result['core_attention']}")
+    if result["max_memory_gib"] is not None:
+        print(f"memory     peak {result['max_memory_gib']:.2f} GiB allocated; estimate "
+              f"{result['memory_estimate_gib']:.2f} GiB ({result['memory_vs_estimate']:.2f}x)")
     print(f"loss       {' '.join(f'{x:.3f}' for x in result['losses'])} (every step)")
     print(f"steps      {result['timed_steps']} timed: mean {result['step_time_mean_s']*1000:.1f} "
           f"ms, median {result['step_time_median_s']*1000:.1f} ms")
@@ -231,6 +284,9 @@ def report(info: dict[str, Any], result: Optional[dict[str, Any]], dry: bool) ->
     else:
         print(f"MFU        {result['mfu']:.1%} of {result['peak_bf16_tflops']:.0f} TFLOP/s "
               "(dense bf16 peak" + (", fp8 run measured against it" if info["fp8"] else "") + ")")
+    if result["measured_peak_tflops"]:
+        print(f"measured   {result['measured_peak_tflops']:.4g} TFLOP/s sustained by a matmul loop "
+              f"here; MFU against it {result['mfu_of_measured_peak']:.1%}")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -255,7 +311,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--distributed-optimizer", action="store_true")
     parser.add_argument("--bf16-on-cpu", action="store_true", help="bf16 instead of fp32 on CPU")
     parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--measure-peak", action="store_true",
+                        help="also time a bf16 matmul loop: MFU against the measured peak")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
+    parser.add_argument("--out", default=None, help="write every figure to this JSON file")
     args = parser.parse_args(argv)
     if args.tiny and args.device != "cpu" and not args.dry:
         parser.error("--tiny is the CPU proof run: add --device cpu")
@@ -289,6 +348,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     out = {"info": info, "result": result}
     if args.json:
         print("RESULT " + json.dumps(out))
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(out, indent=1))
     return out
 
 

@@ -83,6 +83,16 @@ class IOMixin:
         cls.__init__ = __init__  # type: ignore[method-assign]
 
 
+def record(obj: Any, **arguments: Any) -> None:
+    """Add `arguments` to what `obj` records it was built with (its saved context rebuilds
+    them): for an argument given to a component after it was built, e.g. the optimizer that
+    `llm.pretrain(optim=...)` hands to the model. A component that records nothing is left as is.
+    """
+    recorded = captured(obj)
+    if isinstance(recorded, Captured):
+        recorded.arguments.update({k: _detached(v) for k, v in arguments.items()})
+
+
 def changed_fields(obj: Any) -> dict[str, Any]:
     """A dataclass's init fields whose values differ from their defaults."""
     out = {}

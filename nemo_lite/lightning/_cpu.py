@@ -19,10 +19,11 @@ import functools
 import importlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from nemo_lite.lightning.shims import Shim
 
 _CPU = torch.device("cpu")
 _FACTORIES = (
@@ -197,13 +198,6 @@ def _cpu_set_rng_state(new_state, device=-1, graph_safe: bool = False) -> None:
     torch.set_rng_state(new_state)
 
 
-@dataclass(frozen=True)
-class Shim:
-    name: str
-    why: str
-    install: Callable[[], None]
-
-
 _TORCH_ON_CPU = _TorchOnCpu()
 
 # The megatron modules whose functions allocate on `torch.cuda.current_device()` / "cuda",
@@ -363,7 +357,7 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    from nemo_lite.lightning._cpu_moe import MOE_SHIMS
+    from nemo_lite.lightning._cpu_moe import MOE_SHIMS  # noqa: I001
 
     for shim in SHIMS + MOE_SHIMS:
         shim.install()

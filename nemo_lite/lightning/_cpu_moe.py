@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from nemo_lite.lightning._cpu import Shim
+from nemo_lite.lightning.shims import Shim
 
 
 def _install_te_general_gemm() -> None:

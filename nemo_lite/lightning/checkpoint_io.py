@@ -15,14 +15,13 @@ manifest and rename the directory to `<name>`. A crash or kill during a save the
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from nemo_lite.lightning.model_state import (
     model_sharded_state_dict,
     saves_trainable_only,
 )
+from nemo_lite.lightning.shims import ScopedPatch
 
 
 def _rank() -> int:
@@ -68,19 +68,7 @@ def _broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
-@contextlib.contextmanager
-def _weights_only_objects() -> Iterator[None]:
-    """Unpickle the checkpoint's non-tensor objects with torch's weights_only loader.
-
-    torch's DCP planner loads byte objects with `weights_only=False` (any pickle, any code);
-    tensors already load with `weights_only=True`. For the duration of one load, byte objects
-    go through the same restricted unpickler, so a crafted checkpoint cannot run code.
-    """
-    from torch.distributed.checkpoint import default_planner
-
-    planner = default_planner.DefaultLoadPlanner
-    original = planner.load_bytes
-
+def _restricted_load_bytes(original: Any) -> Any:
     def load_bytes(self, read_item, value):  # noqa: ANN001 - torch's signature
         obj = torch.load(value, weights_only=True)
         buffer = io.BytesIO()
@@ -88,11 +76,22 @@ def _weights_only_objects() -> Iterator[None]:
         buffer.seek(0)
         return original(self, read_item, buffer)
 
-    planner.load_bytes = load_bytes
-    try:
-        yield
-    finally:
-        planner.load_bytes = original
+    return load_bytes
+
+
+def _default_load_planner() -> Any:
+    from torch.distributed.checkpoint import default_planner
+
+    return default_planner.DefaultLoadPlanner
+
+
+WEIGHTS_ONLY_OBJECTS = ScopedPatch(
+    "weights_only_objects",
+    "torch's DCP planner unpickles a checkpoint's byte objects with weights_only=False (any "
+    "pickle, any code); tensors already load with weights_only=True. For one load, byte objects "
+    "go through the same restricted unpickler, so a crafted checkpoint cannot run code. (megatron "
+    "builds the planner inside its load strategy, so a planner subclass cannot be passed in.)",
+    _default_load_planner, "load_bytes", _restricted_load_bytes)
 
 
 class MegatronCheckpointIO(CheckpointIO):
@@ -277,7 +276,7 @@ class MegatronCheckpointIO(CheckpointIO):
                 get_default_load_sharded_strategy(str(weights)),
                 parallel_state.get_data_parallel_group(with_context_parallel=True))
         try:
-            with _weights_only_objects(), torch.no_grad():
+            with WEIGHTS_ONLY_OBJECTS.applied(), torch.no_grad():
                 return dist_checkpointing.load(sharded_state_dict, str(weights),
                                                sharded_strategy=strategy,
                                                strict=self.load_strictness or "assume_ok_unexpected")

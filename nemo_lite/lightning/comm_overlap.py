@@ -210,7 +210,7 @@ class MegatronCommOverlapCallback(Callback, IOMixin):
     def _facts(strategy: Any, pl_module: Any) -> RunFacts:
         from megatron.core import parallel_state
 
-        from nemo_lite.llm.gpt.layer_specs import transformer_engine_installed
+        from nemo_lite.lightning.device import transformer_engine_installed
 
         optim_config = getattr(getattr(pl_module, "optim", None), "config", None)
         layout = strategy.layout

@@ -6,8 +6,7 @@ scaling, gradient clipping from `config.clip_grad`); the schedule is megatron's
 OptimizerParamScheduler, stepped once per optimizer step.
 """
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -15,6 +14,7 @@ import torch
 
 from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.ignored_options import warn_if_set
+from nemo_lite.lightning.shims import ScopedPatch
 
 
 @dataclass
@@ -200,7 +200,7 @@ class MegatronOptimizer(torch.optim.Optimizer):
     def load_sharded_state_dict(self, state: dict[str, Any]) -> None:
         leaves = self._leaf_optimizers()
         state = {**state, "optimizer": _match_chain(state["optimizer"], leaves)}
-        with _adam_step_loaded_separately():
+        with ADAM_STEP_LOADED_SEPARATELY.applied():
             self.mcore.load_state_dict(state["optimizer"])
         leaf_states = [state["optimizer"]] if len(leaves) == 1 else [
             state["optimizer"][k] for k in sorted(state["optimizer"])]
@@ -265,19 +265,7 @@ def _match_chain(state: dict[Any, Any], leaves: list[Any]) -> dict[Any, Any]:
     return fitted
 
 
-@contextlib.contextmanager
-def _adam_step_loaded_separately() -> Iterator[None]:
-    """Let megatron's distributed optimizer load per-parameter state that has no `step`.
-
-    Its fully_reshardable form saves Adam's `step` apart from the per-parameter tensors, but
-    `_set_main_param_and_optimizer_states` copies every key of torch Adam's state, `step`
-    included (KeyError without TE/Apex, whose fused Adam keeps no per-parameter step). For one
-    load, `step` is held aside while the tensors are copied; `_restore_adam_steps` sets it.
-    """
-    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
-
-    original = DistributedOptimizer._set_main_param_and_optimizer_states
-
+def _step_held_aside(original: Any) -> Any:
     def set_states(self: Any, model_param: Any, tensors: dict[str, Any]) -> None:
         group_index, group_order = self.model_param_group_index_map[model_param]
         main_param = self.optimizer.param_groups[group_index]["params"][group_order]
@@ -289,11 +277,23 @@ def _adam_step_loaded_separately() -> Iterator[None]:
             if step is not None:
                 state["step"] = step
 
-    DistributedOptimizer._set_main_param_and_optimizer_states = set_states
-    try:
-        yield
-    finally:
-        DistributedOptimizer._set_main_param_and_optimizer_states = original
+    return set_states
+
+
+def _distributed_optimizer() -> Any:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    return DistributedOptimizer
+
+
+ADAM_STEP_LOADED_SEPARATELY = ScopedPatch(
+    "adam_step_loaded_separately",
+    "megatron's distributed optimizer saves Adam's `step` apart from the per-parameter tensors "
+    "in its fully_reshardable form, but _set_main_param_and_optimizer_states copies every key "
+    "of torch Adam's state, `step` included (KeyError without TE/Apex, whose fused Adam keeps "
+    "no per-parameter step). For one load, `step` is held aside while the tensors are copied; "
+    "_restore_adam_steps sets it.",
+    _distributed_optimizer, "_set_main_param_and_optimizer_states", _step_held_aside)
 
 
 def _restore_adam_steps(optimizer: Any, loaded: dict[str, Any]) -> None:

@@ -128,7 +128,7 @@ class MegatronMixedPrecision(Precision, IOMixin):
         """On the rank, before the model is built: fp8 needs a fp8-capable GPU and TE."""
         if self.fp8 is None:
             return
-        from nemo_lite.llm.gpt.layer_specs import require_transformer_engine
+        from nemo_lite.lightning.device import require_transformer_engine
 
         require_transformer_engine(f"fp8={self.fp8!r}")
         capability = torch.cuda.get_device_capability()

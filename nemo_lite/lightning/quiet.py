@@ -32,6 +32,9 @@ RUN: tuple[Quieted, ...] = (
     Quieted("warning", "You are using the `dataloader_iter` step flavor",
             "megatron's schedule takes exactly num_microbatches batches per step, by design"),
     Quieted("warning", "Found `dataloader_iter` argument", "as above"),
+    Quieted("warning", "You're resuming from a checkpoint that ended before",
+            "Lightning warns that a mid-epoch resume with a plain DataLoader repeats data; "
+            "megatron's sampler restarting at consumed_samples makes the resume exact"),
 )
 CPU: tuple[Quieted, ...] = (
     Quieted("warning", "When using async grad allreduce it is recommended to set the "

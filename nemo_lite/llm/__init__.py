@@ -1,7 +1,9 @@
 """nemo_lite.llm: GPT-family models, their steps and loss, and data modules.
 
-Names load on first use (megatron-core and Lightning are heavy imports). Recipe modules from
-the `recipes` package resolve here too, as in NeMo: `llm.llama3_8b.pretrain_recipe()`.
+Names load on first use (megatron-core and Lightning are heavy imports). Recipe modules
+resolve here too, as in NeMo (`llm.llama3_8b.pretrain_recipe()`): packages declare them in the
+`nemo_lite.recipes` entry-point group (nemo_lite's own `recipes` package does, in pyproject.toml),
+so this layer names no recipe package and imports one only when its name is used.
 """
 
 from __future__ import annotations
@@ -51,12 +53,18 @@ __all__ = sorted(_EXPORTS)
 _export, _export_names = lazy_exports(__name__, _EXPORTS)
 
 
+RECIPE_GROUP = "nemo_lite.recipes"
+
+
+def _recipe_modules() -> dict[str, str]:
+    """name -> module of every recipe an installed package declares (entry points)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=RECIPE_GROUP)}
+
+
 def _recipe_names() -> tuple[str, ...]:
-    try:
-        import recipes
-    except ImportError:  # nemo_lite without the recipes package
-        return ()
-    return tuple(recipes.list_recipes())
+    return tuple(_recipe_modules())
 
 
 def __getattr__(name: str) -> Any:
@@ -64,10 +72,12 @@ def __getattr__(name: str) -> Any:
         return _export(name)
     if name in _SUBPACKAGES:
         return importlib.import_module(f"{__name__}.{name}")
-    if not name.startswith("_") and name in _recipe_names():
-        module = importlib.import_module(f"recipes.{name}")
-        globals()[name] = module
-        return module
+    if not name.startswith("_"):
+        module_name = _recipe_modules().get(name)
+        if module_name is not None:
+            module = importlib.import_module(module_name)
+            globals()[name] = module
+            return module
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -8,6 +8,8 @@ NeMo 2.0's signatures, so its scripts port by changing imports. Each wires the r
 from pathlib import Path
 from typing import Any
 
+from nemo_lite.io.capture import record
+
 
 def _setup(model: Any, trainer: Any, log: Any, resume: Any, optim: Any, tokenizer: Any,
            data: Any) -> Path:
@@ -17,9 +19,7 @@ def _setup(model: Any, trainer: Any, log: Any, resume: Any, optim: Any, tokenize
     load_secrets_file()  # secrets an executor passed through a file (docker)
     if optim is not None:
         model.optim = optim
-        captured = getattr(model, "__io__", None)  # the saved context rebuilds it too
-        if captured is not None:
-            captured.arguments["optim"] = optim
+        record(model, optim=optim)  # the saved context rebuilds it too
     if tokenizer == "data":
         model.tokenizer = model.tokenizer or getattr(data, "tokenizer", None)
     elif tokenizer not in (None, "model"):
@@ -36,9 +36,7 @@ def train(model: Any, data: Any, trainer: Any, log: Any = None, resume: Any = No
     """Fit `model` on `data`; returns the run directory (logs, checkpoints, config)."""
     if model_transform is not None:
         model.model_transform = model_transform
-        captured = getattr(model, "__io__", None)  # the saved context records it (io.json)
-        if captured is not None:
-            captured.arguments["model_transform"] = model_transform
+        record(model, model_transform=model_transform)  # the saved context records it
     run_dir = _setup(model, trainer, log, resume, optim, tokenizer, data)
     trainer.fit(model, data)
     return run_dir

@@ -246,7 +246,7 @@ def train_bpe_tokenizer(
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from nemo_lite.llm.data.preprocess import iter_documents, resolve_inputs
+    from nemo_lite.llm.data.documents import iter_documents, resolve_inputs
 
     if vocab_size < 256 + 2:
         raise TokenizerError(f"vocab_size {vocab_size} is too small: byte-level BPE needs >= 258")

@@ -34,15 +34,16 @@ def references(json_file: Path) -> set[str]:
 def _save_task(task: Any, directory: Path) -> Path:
     """`task`: a built recipe (functools.partial of llm.pretrain/finetune)."""
     from nemo_lite.io import save_context
+    from nemo_lite.io.capture import record
 
     kw = task.keywords
     model = kw["model"]
     if kw.get("optim") is not None:  # what llm.train records before fitting
         model.optim = kw["optim"]
-        model.__io__.arguments["optim"] = kw["optim"]
+        record(model, optim=kw["optim"])
     if kw.get("peft") is not None:
         model.model_transform = kw["peft"]
-        model.__io__.arguments["model_transform"] = kw["peft"]
+        record(model, model_transform=kw["peft"])
     save_context(directory, trainer=kw["trainer"], model=model, data=kw["data"])
     return directory
 

@@ -186,9 +186,7 @@ def test_cli_corpus_tokenizer_preprocess_end_to_end(tmp_path):
     texts = corpus_texts(tmp_path / "c" / "stdlib.jsonl")
     docs = read_back(tmp_path / "d" / "stdlib")
     assert [tok.ids_to_text(d[:-1].tolist()) for d in docs] == texts
-    module = subprocess.run([sys.executable, "-m", "nemo_lite.llm.data.preprocess", "--help"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert module.returncode == 0 and "--output-prefix" in module.stdout, module.stderr
+
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):

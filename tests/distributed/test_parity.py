@@ -34,6 +34,10 @@ TWO_RANKS = [
     {"name": "PP2", "model": "gpt", "pp": 2, "val_every": 2, "val_samples": 20},
     {"name": "PP2+VPP2", "model": "gpt", "pp": 2, "vpp": 2},
     {"name": "CP2", "model": "gpt", "cp": 2},
+    # torch's SDPA kernels (what a GPU without transformer-engine uses) against the reference's
+    # explicit scores: the same model
+    {"name": "CP2 sdpa", "model": "gpt", "cp": 2, "attention": "flash"},
+    {"name": "llama-GQA TP2 sdpa", "model": "llama", "tp": 2, "attention": "flash"},
     {"name": "DP2+distopt", "model": "gpt", "dist_opt": True},
     {"name": "llama-GQA TP2", "model": "llama", "tp": 2},
     {"name": "EP2 alltoall", "model": "moe", "ep": 2},

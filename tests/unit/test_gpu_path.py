@@ -49,7 +49,7 @@ def no_gpu_checks(monkeypatch):
 def fake_gpu(monkeypatch):
     """CUDA + TE present as far as the selection logic can tell (no process group)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(layer_specs, "transformer_engine_installed", lambda: True)
+    monkeypatch.setattr(device, "transformer_engine_installed", lambda: True)
 
 
 # --- precision / fp8 -------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def test_fp8_refused_on_cpu_at_setup_not_at_construction(monkeypatch):
 
 def test_fp8_refused_without_transformer_engine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(layer_specs, "transformer_engine_installed", lambda: False)
+    monkeypatch.setattr(device, "transformer_engine_installed", lambda: False)
     with pytest.raises(RuntimeError, match=r"needs transformer-engine, which is not installed"):
         MegatronMixedPrecision("bf16-mixed", fp8="e4m3").configure_model(small_config())
 
@@ -162,9 +162,9 @@ def test_te_spec_only_with_cuda_and_te(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert layer_specs.default_layer_spec(config) == "local"  # no CUDA
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(layer_specs, "transformer_engine_installed", lambda: False)
+    monkeypatch.setattr(device, "transformer_engine_installed", lambda: False)
     assert layer_specs.default_layer_spec(config) == "local"  # CUDA without TE
-    monkeypatch.setattr(layer_specs, "transformer_engine_installed", lambda: True)
+    monkeypatch.setattr(device, "transformer_engine_installed", lambda: True)
     assert layer_specs.default_layer_spec(config) == "te"
 
 
@@ -173,7 +173,7 @@ def test_gloo_group_means_cpu_even_where_cuda_exists(monkeypatch, tmp_path):
     import torch.distributed as dist
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(layer_specs, "transformer_engine_installed", lambda: True)
+    monkeypatch.setattr(device, "transformer_engine_installed", lambda: True)
     assert device.cuda_in_use() and layer_specs.transformer_engine_available()
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
                             world_size=1)

@@ -169,7 +169,7 @@ def unigram_entropy(ids: Union[np.ndarray, Iterable[Any]]) -> float:
 
 def indexed_unigram_entropy(prefix: str) -> float:
     """`unigram_entropy` of every token in the megatron indexed dataset `<prefix>.bin/.idx`."""
-    from nemo_lite.llm.data.preprocess import indexed_dataset_module
+    from nemo_lite.llm.data.indexed_inputs import indexed_dataset_module
 
     IndexedDataset = indexed_dataset_module().IndexedDataset
     if not IndexedDataset.exists(prefix):

@@ -7,7 +7,6 @@ run), whatever the new data-parallel layout.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 
@@ -44,9 +43,6 @@ class ResumableDataMixin:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.init_consumed_samples = int(state_dict["consumed_samples"])
         self.init_global_step = int(state_dict["global_step"])
-        # Lightning warns that a mid-epoch resume with a plain DataLoader repeats data; the
-        # sampler restarting at `consumed_samples` is what makes it exact here.
-        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
 
     def megatron_loader(self, dataset: Any, consumed: int, training: bool) -> Any:
         """A DataLoader over `dataset` with Megatron's batch sampler from `consumed` samples:

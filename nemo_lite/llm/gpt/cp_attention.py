@@ -1,4 +1,5 @@
-"""Core attention for megatron's local layer spec that also runs with context parallelism.
+"""Core attention for megatron's local layer spec: context parallelism, packed rows, and torch's
+fused attention kernels on a GPU without transformer-engine.
 
 megatron-core's local ``DotProductAttention`` refuses ``context_parallel_size > 1`` (only
 transformer-engine's attention implements it), and transformer-engine does not install on CPU
@@ -8,10 +9,21 @@ all-gathers K/V over the CP group (backward: sum of the gathered gradients) and 
 global positions of the local tokens, laid out as ``megatron.core.utils.get_batch_on_this_cp_rank``
 lays them out (2*CP chunks; rank r holds chunks r and 2*CP-1-r). Only torch.distributed collectives
 that gloo and NCCL both have are used, so it works on CPU and GPU ranks alike.
+
+Two kernels compute the attention itself, chosen by megatron's own `config.attention_backend`:
+- explicit scores (megatron's arithmetic: baddbmm, masked_fill, softmax, bmm; it materialises
+  the [b, heads, sq, sk] score matrix): `local` / `unfused`, and `auto` on CPU;
+- torch's `scaled_dot_product_attention` (flash / memory-efficient kernels on a GPU, no score
+  matrix for causal or per-document attention; GQA without repeating K/V): `flash` / `fused`,
+  and `auto` on CUDA. Masks, windows, CP and packed rows go through the same `_mask` as the
+  explicit path (an explicit mask selects torch's memory-efficient kernel instead of flash).
+  Query-key layer scaling multiplies the scores in fp32 before the softmax, which SDPA cannot:
+  it keeps the explicit path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -19,7 +31,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.process_groups_config import ProcessGroupCollection
-from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.enums import AttnBackend, AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.utils import is_layer_window_attention
@@ -179,6 +191,17 @@ class ContextParallelDotProductAttention(MegatronModule):
             mask = cross_doc if mask is None else (mask | cross_doc)
         return mask
 
+    def uses_sdpa(self, device: torch.device) -> bool:
+        """torch's fused kernels (see the module docstring) for this device?"""
+        if self.coeff is not None:
+            return False
+        backend = self.config.attention_backend
+        if backend in (AttnBackend.flash, AttnBackend.fused):
+            return True
+        if backend in (AttnBackend.local, AttnBackend.unfused):
+            return False
+        return device.type == "cuda"
+
     def _attend(
         self,
         query: Tensor,
@@ -189,6 +212,9 @@ class ContextParallelDotProductAttention(MegatronModule):
         packed_seq_params: PackedSeqParams | None,
     ) -> Tensor:
         """Dense attention [sq, b, np, hn] x [sk, b, ng, hn] -> [sq, b, np * hv], as megatron's."""
+        if self.uses_sdpa(query.device):
+            return self._attend_sdpa(query, key, value, attention_mask, mask_type,
+                                     packed_seq_params)
         sq, b, np_, hn = query.shape
         sk = key.size(0)
         rep = np_ // key.size(2)
@@ -229,6 +255,39 @@ class ContextParallelDotProductAttention(MegatronModule):
         context = torch.bmm(probs.view(b * np_, sq, sk), v)
         context = context.view(b, np_, sq, hv).permute(2, 0, 1, 3).reshape(sq, b, np_ * hv)
         return context
+
+    def _attend_sdpa(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attention_mask: Tensor | None,
+        mask_type: AttnMaskType,
+        packed_seq_params: PackedSeqParams | None,
+    ) -> Tensor:
+        """The same attention through `torch.nn.functional.scaled_dot_product_attention`."""
+        sq, b, np_, _ = query.shape
+        sk = key.size(0)
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, d]
+        causal_only = (attention_mask is None and self.window_size is None
+                       and packed_seq_params is None and self._cp_size() == 1)
+        mask = None
+        if not (causal_only and mask_type in _CAUSAL and sq == sk):
+            masked = self._mask(sq, sk, attention_mask, mask_type, packed_seq_params, query.device)
+            if masked is not None:  # megatron's fill value, so fully masked rows stay finite
+                mask = torch.zeros(masked.shape, dtype=query.dtype, device=query.device)
+                mask = mask.masked_fill(masked, _MASK_VALUE)
+            causal_only = False
+        dropout = self.attention_dropout.p if self.training else 0.0
+        rng = contextlib.nullcontext()
+        if dropout > 0 and not self.config.sequence_parallel:
+            rng = tensor_parallel.get_cuda_rng_tracker().fork()
+        with rng:
+            context = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout,
+                is_causal=causal_only and mask_type in _CAUSAL, scale=self.softmax_scale,
+                enable_gqa=np_ != k.size(1))
+        return context.permute(2, 0, 1, 3).reshape(sq, b, np_ * value.size(-1))
 
     def _document_segments(
         self,

@@ -9,36 +9,15 @@ gives their one clear error when the run cannot have them.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import torch
 
-
-def transformer_engine_installed() -> bool:
-    """Looked up, not imported: on a CPU machine TE's import alone can crash megatron."""
-    return importlib.util.find_spec("transformer_engine") is not None
-
-
-def transformer_engine_available() -> bool:
-    """TE is used only when this rank computes on a GPU (NCCL group, or CUDA with no group)."""
-    from nemo_lite.lightning.device import cuda_in_use
-
-    return cuda_in_use() and transformer_engine_installed()
-
-
-def require_transformer_engine(feature: str) -> None:
-    """Raise one clear line when `feature` (fp8, tp_comm_overlap...) cannot run here."""
-    from nemo_lite.lightning.device import cuda_in_use
-
-    if not cuda_in_use():
-        raise RuntimeError(
-            f"{feature} needs a CUDA GPU with transformer-engine, but this run computes on the "
-            "CPU: remove it for CPU runs, or run on GPUs (accelerator='gpu').")
-    if not transformer_engine_installed():
-        raise RuntimeError(
-            f"{feature} needs transformer-engine, which is not installed: "
-            "pip install -e '.[gpu]' (or transformer-engine[pytorch]), or remove it.")
+from nemo_lite.lightning.device import (  # noqa: F401 - re-exported for the layer's users
+    require_transformer_engine,
+    transformer_engine_available,
+    transformer_engine_installed,
+)
 
 
 class SequenceParallelNorm:

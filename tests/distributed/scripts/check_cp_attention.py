@@ -58,31 +58,11 @@ def check(name: str, got: torch.Tensor, want: torch.Tensor, tol: float = TOL) ->
     log(f"  {'ok ' if ok else 'BAD'} {name}: max abs diff {diff:.3e}")
 
 
-def _pos_emb_on_this_cp_rank(pos_emb: torch.Tensor, seq_dim: int, cp_group) -> torch.Tensor:
-    """megatron's rope_utils.get_pos_emb_on_this_cp_rank without its pinned-memory .cuda() index.
-
-    nemo_lite.lightning._cpu (0.16.1 shims) does not cover it yet; only RoPE with CP>1 needs it.
-    """
-    cp, r = cp_group.size(), cp_group.rank()
-    idx = torch.tensor([r, 2 * cp - r - 1], device=pos_emb.device)
-    pos_emb = pos_emb.view(*pos_emb.shape[:seq_dim], 2 * cp, -1, *pos_emb.shape[seq_dim + 1 :])
-    pos_emb = pos_emb.index_select(seq_dim, idx)
-    return pos_emb.view(*pos_emb.shape[:seq_dim], -1, *pos_emb.shape[seq_dim + 2 :])
-
-
-def _patch_rope_cp() -> None:
-    for name in ("rope_utils", "rotary_pos_embedding", "yarn_rotary_pos_embedding"):
-        module = importlib.import_module(f"megatron.core.models.common.embeddings.{name}")
-        if hasattr(module, "get_pos_emb_on_this_cp_rank"):
-            module.get_pos_emb_on_this_cp_rank = _pos_emb_on_this_cp_rank
-
-
 def init(cp: int) -> None:
     if ps.model_parallel_is_initialized():
         ps.destroy_model_parallel()
     ps.initialize_model_parallel(1, 1, context_parallel_size=cp)
-    importlib.import_module("nemo_lite.lightning._cpu").apply()
-    _patch_rope_cp()
+    importlib.import_module("nemo_lite.lightning._cpu").apply()  # its rope_cp_index shim too
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
     model_parallel_cuda_manual_seed(1234)

@@ -4,7 +4,7 @@ Usage: torchrun --nproc-per-node N parity_run.py SPEC.json OUT.json
 SPEC.json: {"init_dir": str, "runs": [{"name": ..., "model": "gpt"|"llama"|"moe",
             "tp": 1, "pp": 1, "vpp": null, "cp": 1, "sp": false, "ep": 1,
             "dist_opt": false, "precision": "32", "steps": 5, "save_init": false,
-            "vocab": 512, "fresh": false, "init": null}, ...]}
+            "vocab": 512, "fresh": false, "init": null, "attention": "auto"}, ...]}
 A run with save_init writes its initial weights to init_dir/<init or model>; the others start
 from them, except `fresh` runs, which initialise from the seed (the same weights at every TP).
 `vocab`: the vocabulary size (258 = the byte tokenizer's, padded per TP by megatron's rule).
@@ -27,9 +27,15 @@ SEQ = 64
 VOCAB = 512  # divisible by 128 x TP for TP <= 4: the same padded vocab in every layout
 
 
-def model_config(kind: str, dispatcher: str = "alltoall", vocab: int = VOCAB):
+def model_config(kind: str, dispatcher: str = "alltoall", vocab: int = VOCAB,
+                 attention: str = "auto"):
+    """`attention`: megatron's attention_backend ("flash": torch SDPA kernels; "auto": the
+    explicit score arithmetic on CPU)."""
+    from megatron.core.transformer.enums import AttnBackend
+
     common = dict(num_layers=4, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
-                  vocab_size=vocab, hidden_dropout=0.0, attention_dropout=0.0)
+                  vocab_size=vocab, hidden_dropout=0.0, attention_dropout=0.0,
+                  attention_backend=AttnBackend[attention])
     if kind == "gpt":
         return llm.GPTConfig(**common)
     if kind == "llama":
@@ -91,7 +97,8 @@ def train(run: dict, init_dir: str) -> dict:
     optim = nl.MegatronOptimizerModule(OptimizerConfig(
         lr=run.get("lr", 3e-3), optimizer="adam", clip_grad=1.0, weight_decay=0.01,
         use_distributed_optimizer=run.get("dist_opt", False)))
-    config = model_config(run["model"], run.get("dispatcher", "alltoall"), run.get("vocab", VOCAB))
+    config = model_config(run["model"], run.get("dispatcher", "alltoall"), run.get("vocab", VOCAB),
+                          run.get("attention", "auto"))
     model = llm.GPTModel(config, optim=optim)
     data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=2,
                               num_val_samples=run.get("val_samples", 16))

@@ -1,0 +1,32 @@
+"""Every patch nemo_lite makes to torch, megatron-core or Lightning, listed in one place.
+
+- Permanent, CPU runs only (MegatronStrategy installs them when a rank computes on the CPU):
+  `_cpu.SHIMS` (CUDA assumptions of megatron-core redirected to the CPU) and
+  `_cpu_moe.MOE_SHIMS` (the Mixture-of-Experts ones).
+- Scoped, for one call: `checkpoint_io.WEIGHTS_ONLY_OBJECTS` (each checkpoint load) and
+  `optim.ADAM_STEP_LOADED_SEPARATELY` (each distributed-optimizer state load).
+
+Not patches, listed so nothing is missed: `quiet.py` filters library messages by their text (log
+records on the emitting loggers, warnings by message); `trainer.py` gives nemo_lite's own
+`Trainer.__init__` the signature of Lightning's, so Fiddle and NeMo-Run see its arguments;
+`mcore_compat.py` calls megatron's differing APIs the way each release wants.
+tests/unit/test_patches.py checks that no other module assigns to torch, megatron or Lightning.
+"""
+
+from __future__ import annotations
+
+from nemo_lite.lightning.shims import ScopedPatch, Shim
+
+
+def permanent() -> tuple[Shim, ...]:
+    from nemo_lite.lightning._cpu import SHIMS
+    from nemo_lite.lightning._cpu_moe import MOE_SHIMS
+
+    return SHIMS + MOE_SHIMS
+
+
+def scoped() -> tuple[ScopedPatch, ...]:
+    from nemo_lite.lightning.checkpoint_io import WEIGHTS_ONLY_OBJECTS
+    from nemo_lite.lightning.optim import ADAM_STEP_LOADED_SEPARATELY
+
+    return (WEIGHTS_ONLY_OBJECTS, ADAM_STEP_LOADED_SEPARATELY)
