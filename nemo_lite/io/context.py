@@ -23,10 +23,7 @@ from fiddle._src.experimental import serialization
 
 from nemo_lite.io.allow import AllowList, refusal_message
 from nemo_lite.io.errors import ContextError, ContextWarning
-
-CONTEXT_DIR = "context"
-JSON_NAME = "io.json"
-YAML_NAME = "config.yaml"
+from nemo_lite.io.names import CONTEXT_DIR, JSON_NAME, YAML_NAME, qualified_name
 
 _YAML_HEADER = (
     "# The run's config, for reading. load_context() reads io.json beside it; edits here "
@@ -211,7 +208,7 @@ def _skip_unknown_arguments(node: Any, path: str, seen: set[int]) -> None:
                 value = repr(node.__arguments__[name])
                 where = f"{path}.{name}" if path else name
                 warnings.warn(
-                    f"load_context: skipping `{where}`: {_qualified(target)} no longer accepts "
+                    f"load_context: skipping `{where}`: {qualified_name(target)} no longer accepts "
                     f"`{name}` (saved value {value[:80]}); the context was saved with another "
                     "version of that code.",
                     ContextWarning,
@@ -237,10 +234,6 @@ def _accepted_names(target: Any) -> set[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None
     return {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
-
-
-def _qualified(target: Any) -> str:
-    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
 
 
 def _has_buildable(node: Any) -> bool:

@@ -29,6 +29,7 @@ from fiddle._src.experimental import serialization
 
 from nemo_lite.io.capture import Captured, captured, changed_fields
 from nemo_lite.io.errors import ContextError
+from nemo_lite.io.names import qualified_name
 
 log = logging.getLogger("nemo_lite.io")
 
@@ -145,7 +146,7 @@ class Converter:
         try:
             return fdl.Config(target, **kwargs)
         except (TypeError, ValueError) as err:
-            why = f"{_name(target)} does not accept its recorded arguments ({err})"
+            why = f"{qualified_name(target)} does not accept its recorded arguments ({err})"
             raise _Drop(path, why) from None
 
     def _partial(self, value: functools.partial, path: str) -> Any:
@@ -155,7 +156,7 @@ class Converter:
         try:
             return fdl.Partial(func, *args, **kwargs)
         except (TypeError, ValueError) as err:
-            raise _Drop(path, f"functools.partial of {_name(func)}: {err}") from None
+            raise _Drop(path, f"functools.partial of {qualified_name(func)}: {err}") from None
 
     def _reference(self, value: Any, path: str) -> Any:
         """Functions, classes, enum members and torch dtypes are saved by import path."""
@@ -222,7 +223,3 @@ def _register_constant(module: str, name: str, value: Any, path: str) -> None:
     if _resolve(module, name) is not value:
         raise _Drop(path, f"{value!r} is not importable as {module}.{name}")
     serialization.register_constant(module, name, compare_by_identity=True)
-
-
-def _name(target: Any) -> str:
-    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"

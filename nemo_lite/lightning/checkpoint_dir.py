@@ -12,8 +12,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from nemo_lite.io.names import CONTEXT_DIR  # noqa: F401 - part of a checkpoint's layout
+
 WEIGHTS_DIR = "weights"
-CONTEXT_DIR = "context"
 MANIFEST = "nemo_lite.json"
 INCOMPLETE_SUFFIX = ".incomplete"
 FORMAT = "nemo_lite/1"

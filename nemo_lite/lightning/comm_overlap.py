@@ -7,7 +7,7 @@ callback applies it on every rank in `setup`, after the process groups exist and
 model is built and wrapped in megatron's DDP:
 - model config (megatron TransformerConfig): tp_comm_overlap (+ TE userbuffers),
   overlap_p2p_comm, batch_p2p_comm, defer_embedding_wgrad_compute, wgrad_deferral_limit;
-- DDP config (strategy.ddp_config): overlap_grad_reduce, overlap_param_gather,
+- DDP config (strategy.override_ddp): overlap_grad_reduce, overlap_param_gather,
   align_param_gather, bucket_size.
 On CPU ranks (gloo) DP grad-reduce and param-gather overlap run as on GPUs (same losses);
 TE userbuffers and overlapped or batched pipeline p2p are refused there (gloo aborts on the
@@ -202,7 +202,7 @@ class MegatronCommOverlapCallback(Callback, IOMixin):
         self.plan = plan_comm_overlap(self.options, self._facts(strategy, pl_module), current)
         for name, value in self.plan.model.items():
             setattr(config, name, value)
-        strategy.ddp_config = dataclasses.replace(ddp, **self.plan.ddp)
+        strategy.override_ddp(**self.plan.ddp)
         if self.plan.model["tp_comm_overlap"]:
             self._init_te_userbuffers(strategy, config)
 

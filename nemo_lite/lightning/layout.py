@@ -26,7 +26,9 @@ class ParallelLayout:
     expert_tensor_parallel_size: int | None = None
 
     @property
-    def model_parallel_size(self) -> int:
+    def ranks_per_replica(self) -> int:
+        """TP x PP x CP: the ranks one data-parallel replica spans (megatron's
+        model_parallel_size leaves CP out; this one counts it)."""
         return (
             self.tensor_model_parallel_size
             * self.pipeline_model_parallel_size
@@ -34,7 +36,7 @@ class ParallelLayout:
         )
 
     def data_parallel_size(self, world_size: int) -> int:
-        return world_size // self.model_parallel_size
+        return world_size // self.ranks_per_replica
 
     def validate_sizes(self) -> None:
         """Rules that need neither the world size nor the model."""

@@ -31,6 +31,15 @@ def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
 TRAINABLE_ONLY_ATTR = "checkpoint_trainable_only"
 
 
+def mark_trainable_only(chunk: Any, trainable_only: bool = True) -> None:
+    """Declare that `chunk` checkpoints only its trainable parameters (e.g. LoRA adapters; the
+    frozen ones come from the base checkpoint the manifest names), or no longer does."""
+    if trainable_only:
+        setattr(chunk, TRAINABLE_ONLY_ATTR, True)
+    elif hasattr(chunk, TRAINABLE_ONLY_ATTR):
+        delattr(chunk, TRAINABLE_ONLY_ATTR)
+
+
 def saves_trainable_only(chunks: Sequence[torch.nn.Module]) -> bool:
     return any(getattr(unwrap(chunk), TRAINABLE_ONLY_ATTR, False) for chunk in chunks)
 

@@ -35,52 +35,49 @@ DataStep = Callable[[Iterator[Any]], dict[str, Any]]
 ForwardStep = Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor]
 
 
+def _step_fn(data_step: DataStep, forward_step: ForwardStep,
+             loss_reduction: MegatronLossReduction) -> Callable[[Iterator[Any], Any], Any]:
+    """The forward_step_func megatron's schedule calls per micro-batch and chunk."""
+
+    def step(data_iterator, chunk):
+        batch = data_step(data_iterator)
+        return forward_step(chunk, batch), functools.partial(loss_reduction.forward, batch)
+
+    return step
+
+
 class MegatronParallel(torch.nn.ModuleList):
-    """Holds one chunk per virtual-pipeline stage (DDP-wrapped) and runs forward-backward."""
+    """Holds one chunk per virtual-pipeline stage (DDP-wrapped) and runs forward-backward with
+    the steps it is given (the model's, read by the strategy at each step)."""
 
-    def __init__(
-        self,
-        chunks: Sequence[torch.nn.Module],
-        data_step: DataStep,
-        forward_step: ForwardStep,
-        loss_reduction: MegatronLossReduction | None = None,
-    ) -> None:
+    def __init__(self, chunks: Sequence[torch.nn.Module]) -> None:
         super().__init__(chunks)
-        self.data_step = data_step
-        self.forward_step = forward_step
-        self.loss_reduction = loss_reduction
-
-    def _step_fn(self, loss_reduction: MegatronLossReduction):
-        data_step, forward_step = self.data_step, self.forward_step
-
-        def step(data_iterator, chunk):
-            batch = data_step(data_iterator)
-            return forward_step(chunk, batch), functools.partial(loss_reduction.forward, batch)
-
-        return step
 
     def forward(
         self,
         data: Iterator[Any],
         *,
+        data_step: DataStep,
+        forward_step: ForwardStep,
+        loss_reduction: MegatronLossReduction,
         forward_only: bool,
         num_microbatches: int,
         seq_length: int,
         micro_batch_size: int,
-        loss_reduction: MegatronLossReduction | None = None,
     ) -> torch.Tensor:
-        """One global batch through Megatron's schedule; returns the reduced loss on every rank."""
+        """One global batch through Megatron's schedule; returns the reduced loss on every rank.
+
+        Batch contract: `data` yields this rank's micro-batches in order (dicts of tensors, or
+        Lightning's (batch, batch_idx, dataloader_idx) tuples); `num_microbatches` of them make
+        one step, and `data_step` turns each into what `forward_step` feeds the chunk."""
         from megatron.core import parallel_state
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        reduction = loss_reduction or self.loss_reduction
-        if reduction is None:
-            raise ValueError("MegatronParallel needs a loss reduction (e.g. MaskedTokenLossReduction).")
         # Every chunk consumes the same micro-batches in order: fetch them once, replay per chunk.
         micro_batches = [next(data) for _ in range(num_microbatches)]
         iterators = [iter(micro_batches) for _ in self]
         outputs = get_forward_backward_func()(
-            forward_step_func=self._step_fn(reduction),
+            forward_step_func=_step_fn(data_step, forward_step, loss_reduction),
             data_iterator=iterators if len(self) > 1 else iterators[0],
             model=list(self),
             num_microbatches=num_microbatches,
@@ -90,7 +87,7 @@ class MegatronParallel(torch.nn.ModuleList):
         )
         if parallel_state.is_pipeline_last_stage(ignore_virtual=True):
             group = parallel_state.get_data_parallel_group(with_context_parallel=True)
-            loss = reduction.reduce(outputs, group=group).detach().float()
+            loss = loss_reduction.reduce(outputs, group=group).detach().float()
         else:
             loss = torch.zeros((), dtype=torch.float32)
         return _share_from_last_stage(loss)

@@ -112,7 +112,9 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         self.replace_progress_bar = replace_progress_bar
         self.progress_interval = progress_interval
         self.microbatch_group_size_per_vp_stage = microbatch_group_size_per_vp_stage
-        self.ddp_config = ddp
+        self.ddp = ddp  # the user's argument, as given ("megatron" or a megatron DDP config)
+        self._ddp_overrides: dict[str, Any] = {}  # fields set through override_ddp()
+        self._wrapped_ddp: Any = None  # the DDP config the model was wrapped with (setup)
         self.pipeline_dtype = pipeline_dtype
         self.use_te_rng_tracker = use_te_rng_tracker
         self.seed = seed
@@ -223,7 +225,7 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             data=data,
         )
         optim_config = getattr(getattr(model, "optim", None), "config", None)
-        check_ddp(self.ddp_config, getattr(model, "config", None), optim_config)
+        check_ddp(self.ddp, getattr(model, "config", None), optim_config)
         if data is not None:
             self.global_batch_size = data.global_batch_size
             self.micro_batch_size = data.micro_batch_size
@@ -305,7 +307,7 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             chunks = [Float16Module(config, chunk) for chunk in chunks]
         if fitting:
             chunks = self._wrap_ddp(chunks, config, module)
-        self.megatron_parallel = MegatronParallel(chunks, module.data_step, module.forward_step)
+        self.megatron_parallel = MegatronParallel(chunks)
         self.model = self.megatron_parallel
         if self.restore_config is not None and self.restore_config.load_model_state:
             # Before the optimizer exists: its fp32 main params are copies of these weights.
@@ -320,29 +322,42 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
     def _wrap_ddp(self, chunks: list[torch.nn.Module], config: Any, module: Any) -> list[Any]:
         from megatron.core.distributed import DistributedDataParallel
 
-        ddp = dataclasses.replace(self.megatron_ddp_config())
+        ddp = self.megatron_ddp_config()
         optim_config = getattr(getattr(module, "optim", None), "config", None)
         if optim_config is not None:
             ddp.use_distributed_optimizer = bool(optim_config.use_distributed_optimizer)
         self.precision_plugin.configure_ddp(ddp)
-        self.ddp_config = ddp
+        self._wrapped_ddp = ddp
         return [
             DistributedDataParallel(config, ddp, module=chunk, disable_bucketing=(i > 0))
             for i, chunk in enumerate(chunks)
         ]
 
     def megatron_ddp_config(self) -> Any:
-        """The DDP config as megatron's dataclass ('megatron' = its defaults + NaN checks)."""
+        """The user's DDP config as megatron's dataclass ('megatron' = its defaults + NaN
+        checks), with the fields callbacks set through `override_ddp`; a new object."""
         from megatron.core.distributed import DistributedDataParallelConfig
 
-        ddp = self.ddp_config
+        ddp = self.ddp
         if ddp == "megatron" or ddp is None:
-            return DistributedDataParallelConfig(check_for_nan_in_grad=True)
+            ddp = DistributedDataParallelConfig(check_for_nan_in_grad=True)
         if not isinstance(ddp, DistributedDataParallelConfig):
             raise ValueError(
                 f"ddp={ddp!r}: pass 'megatron' or a megatron DistributedDataParallelConfig."
             )
-        return ddp
+        return dataclasses.replace(ddp, **self._ddp_overrides)
+
+    def override_ddp(self, **fields: Any) -> None:
+        """Set DDP config fields before the model is wrapped (the comm-overlap callback's plan)."""
+        if self._wrapped_ddp is not None:
+            raise RuntimeError("override_ddp after the model was wrapped in DDP has no effect: "
+                               "call it from a callback's setup().")
+        self._ddp_overrides.update(fields)
+
+    @property
+    def ddp_config(self) -> Any:
+        """The DDP config the model was wrapped with (after setup); before: what it will be."""
+        return self._wrapped_ddp if self._wrapped_ddp is not None else self.megatron_ddp_config()
 
     def _connect_optimizer_to_schedule(self, config: Any) -> None:
         """Hand megatron's schedule the hooks its own training loop would set."""
@@ -388,8 +403,6 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         parallel = self.megatron_parallel
         if parallel is None:
             raise RuntimeError("MegatronStrategy.setup() has not run: no model to step.")
-        parallel.data_step = module.data_step
-        parallel.forward_step = module.forward_step
         if forward_only:
             reduction = module.validation_loss_reduction
         else:
@@ -404,6 +417,8 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             num_microbatches=self.num_microbatches,
             seq_length=self.seq_length,
             micro_batch_size=self.micro_batch_size,
+            data_step=module.data_step,
+            forward_step=module.forward_step,
             loss_reduction=reduction,
         )
 

@@ -12,7 +12,7 @@ def test_world_size_must_hold_whole_replicas():
         ParallelLayout(tensor_model_parallel_size=2, pipeline_model_parallel_size=2).validate_world(6)
 
 
-def test_context_parallel_counts_in_model_parallel_size():
+def test_context_parallel_counts_in_ranks_per_replica():
     with pytest.raises(LayoutError, match=r"context \(2\) parallel = 4"):
         ParallelLayout(tensor_model_parallel_size=2, context_parallel_size=2).validate_world(2)
 

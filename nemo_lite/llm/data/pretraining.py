@@ -313,7 +313,7 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
                         f"(seq_length + 1 = {need}): {fix}.")
 
     # --- loaders -------------------------------------------------------------------------------
-    def _loader(self, split: str, consumed: int, drop_last: bool) -> DataLoader:
+    def _loader(self, split: str, consumed: int) -> DataLoader:
         return self.megatron_loader(MegatronSamples(self.datasets[split]), consumed,
                                     training=split == "train")
 
@@ -321,10 +321,10 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
         if "train" not in self.datasets:
             raise DataConfigError("no training dataset was built: paths needs a 'train' entry "
                                   "and split a non-zero train weight (setup('fit') builds it).")
-        return self._loader("train", self.init_consumed_samples, drop_last=True)
+        return self._loader("train", self.init_consumed_samples)
 
     def val_dataloader(self) -> Union[DataLoader, list[Any]]:
-        return self._loader("validation", 0, False) if "validation" in self.datasets else []
+        return self._loader("validation", 0) if "validation" in self.datasets else []
 
     def test_dataloader(self) -> Union[DataLoader, list[Any]]:
-        return self._loader("test", 0, False) if "test" in self.datasets else []
+        return self._loader("test", 0) if "test" in self.datasets else []

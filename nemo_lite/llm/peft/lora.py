@@ -19,7 +19,6 @@ from nemo_lite.io.capture import IOMixin
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
-TRAINABLE_ONLY_ATTR = "checkpoint_trainable_only"  # read by nemo_lite.lightning.model_state
 
 
 class LoRAConfigError(ValueError):
@@ -82,7 +81,9 @@ class LoRA(IOMixin):
             raise LoRAConfigError(
                 f"LoRA: no module of the model matches target_modules={self.target_modules}. "
                 f"Use names such as {DEFAULT_TARGETS}.")
-        setattr(chunk, TRAINABLE_ONLY_ATTR, True)
+        from nemo_lite.lightning.model_state import mark_trainable_only
+
+        mark_trainable_only(chunk)
         log.info("LoRA: %d adapters (dim %d, alpha %s)", wrapped, self.dim, self.alpha)
 
     def _wrap(self, module: Any, config: Any, layer_name: str, attr: str) -> Any:
@@ -117,6 +118,7 @@ def merge(model: Any) -> Any:
     without adapters and checkpoints whole again. Parameters stay frozen."""
     import torch
 
+    from nemo_lite.lightning.model_state import mark_trainable_only
     from nemo_lite.llm.peft.lora_layers import LoRALinear
 
     for chunk in megatron_chunks(model):
@@ -126,8 +128,7 @@ def merge(model: Any) -> Any:
             parent = chunk.get_submodule(parent_name) if parent_name else chunk
             with torch.no_grad():
                 setattr(parent, attr, wrapper.merged())
-        if hasattr(chunk, TRAINABLE_ONLY_ATTR):
-            delattr(chunk, TRAINABLE_ONLY_ATTR)
+        mark_trainable_only(chunk, False)
     return model
 
 
