@@ -216,3 +216,18 @@ class MegatronMixedPrecision(Precision, IOMixin):
 
     def optimizer_step(self, optimizer: Any, model: Any, closure: Any, **kwargs: Any) -> Any:
         return optimizer.step(closure=closure, **kwargs)
+
+
+def as_megatron_precision(plugin: Any) -> "MegatronMixedPrecision":
+    """The strategy's precision plugin: MegatronMixedPrecision as given, Lightning's default
+    (32-true) as MegatronMixedPrecision("32"); any other plugin is refused."""
+    from lightning.pytorch.plugins.precision import Precision
+
+    if isinstance(plugin, MegatronMixedPrecision):
+        return plugin
+    if type(plugin) is Precision:
+        return MegatronMixedPrecision("32")
+    raise ValueError(
+        f"MegatronStrategy does its own mixed precision; got precision plugin "
+        f"{type(plugin).__name__}. Pass plugins=nl.MegatronMixedPrecision(precision="
+        "'bf16-mixed' | '16-mixed' | '32') instead of Trainer(precision=...).")

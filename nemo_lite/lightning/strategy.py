@@ -16,34 +16,42 @@ import logging
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nemo_lite.io.capture import IOMixin
+from nemo_lite.lightning.checkpoint_dir import CONTEXT_DIR
 from nemo_lite.lightning.checkpoint_io import (
     MegatronCheckpointIO,
     load_model_weights,
     save_model_weights,
 )
+from nemo_lite.lightning.checkpointing import Checkpointer, CheckpointOptions
 from nemo_lite.lightning.ddp_rules import check_ddp
+from nemo_lite.lightning.ddp_setup import (
+    connect_to_schedule,
+    final_ddp_config,
+    user_ddp_config,
+    wrap_in_ddp,
+)
 from nemo_lite.lightning.device import is_cuda
 from nemo_lite.lightning.ignored_options import warn_if_set
 from nemo_lite.lightning.layout import ParallelLayout
+from nemo_lite.lightning.megatron_setup import init_parallel_state, write_model_config
 from nemo_lite.lightning.parallel import MegatronParallel
-from nemo_lite.lightning.precision import MegatronMixedPrecision
+from nemo_lite.lightning.precision import as_megatron_precision
 from nemo_lite.lightning.progress import use_printed_progress
 from nemo_lite.lightning.sampler import count_eval_limits_in_global_batches
 from nemo_lite.lightning.step_metrics import add_step_metrics
-from nemo_lite.lightning.strategy_checkpointing import CheckpointingMixin
 
 log = logging.getLogger(__name__)
 
 
-class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
+class MegatronStrategy(DDPStrategy, IOMixin):
     strategy_name = "megatron"
 
     def __init__(
@@ -126,6 +134,10 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         self.save_ckpt_format = save_ckpt_format
         self.ckpt_async_save = ckpt_async_save
         self.ckpt_optim_fully_reshardable = ckpt_optim_fully_reshardable
+        self.checkpoint_options = CheckpointOptions(
+            save_optimizer=ckpt_save_optimizer, load_optimizer=ckpt_load_optimizer,
+            optim_fully_reshardable=ckpt_optim_fully_reshardable)
+        self.checkpointer: Checkpointer | None = None  # made at setup, on the final checkpoint_io
         if checkpoint_io is None:
             self.checkpoint_io = MegatronCheckpointIO(
                 save_ckpt_format=save_ckpt_format, parallel_save=ckpt_parallel_save,
@@ -142,37 +154,11 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         warn_if_set("MegatronStrategy", "ckpt_load_directly_on_device",
                     ckpt_load_directly_on_device, True,
                     "checkpoints always load straight into the model's own tensors")
-        self._pending_rng_state: Any = None
         self.megatron_parallel: MegatronParallel | None = None
         self.num_microbatches = 1
         self.global_batch_size = 1
         self.micro_batch_size = 1
         self.seq_length = 1
-
-    # Parallel sizes under NeMo's attribute names.
-    @property
-    def tensor_model_parallel_size(self) -> int:
-        return self.layout.tensor_model_parallel_size
-
-    @property
-    def pipeline_model_parallel_size(self) -> int:
-        return self.layout.pipeline_model_parallel_size
-
-    @property
-    def virtual_pipeline_model_parallel_size(self) -> int | None:
-        return self.layout.virtual_pipeline_model_parallel_size
-
-    @property
-    def context_parallel_size(self) -> int:
-        return self.layout.context_parallel_size
-
-    @property
-    def sequence_parallel(self) -> bool:
-        return self.layout.sequence_parallel
-
-    @property
-    def expert_model_parallel_size(self) -> int:
-        return self.layout.expert_model_parallel_size
 
     @property
     def uses_cuda(self) -> bool:
@@ -196,17 +182,7 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         self._configure_model_config()
 
     def _use_megatron_precision(self) -> None:
-        plugin = self.precision_plugin
-        if isinstance(plugin, MegatronMixedPrecision):
-            return
-        if type(plugin) is Precision:  # Lightning's default, 32-true
-            self.precision_plugin = MegatronMixedPrecision("32")
-            return
-        raise ValueError(
-            f"MegatronStrategy does its own mixed precision; got precision plugin "
-            f"{type(plugin).__name__}. Pass plugins=nl.MegatronMixedPrecision(precision="
-            "'bf16-mixed' | '16-mixed' | '32') instead of Trainer(precision=...)."
-        )
+        self.precision_plugin = as_megatron_precision(self.precision_plugin)
 
     @property
     def world_size_requested(self) -> int:
@@ -237,51 +213,15 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         self.validate_run(module, getattr(trainer, "datamodule", None))
 
     def _init_megatron(self) -> None:
-        from megatron.core import parallel_state, tensor_parallel
-
-        if parallel_state.model_parallel_is_initialized():
-            parallel_state.destroy_model_parallel()
-        layout = self.layout
-        parallel_state.initialize_model_parallel(
-            tensor_model_parallel_size=layout.tensor_model_parallel_size,
-            pipeline_model_parallel_size=layout.pipeline_model_parallel_size,
-            virtual_pipeline_model_parallel_size=layout.virtual_pipeline_model_parallel_size,
-            context_parallel_size=layout.context_parallel_size,
-            expert_model_parallel_size=layout.expert_model_parallel_size,
-            expert_tensor_parallel_size=layout.expert_tensor_parallel_size,
-        )
-        if not self.uses_cuda:
-            from nemo_lite.lightning import _cpu
-            from nemo_lite.lightning.quiet import quiet_cpu_run
-
-            _cpu.apply()
-            quiet_cpu_run()
-        tensor_parallel.model_parallel_cuda_manual_seed(
-            self.seed, te_rng_tracker=self.use_te_rng_tracker and self.uses_cuda
-        )
+        init_parallel_state(self.layout, seed=self.seed, on_cuda=self.uses_cuda,
+                            te_rng_tracker=self.use_te_rng_tracker)
 
     def _configure_model_config(self) -> None:
         config = getattr(self.lightning_module, "config", None)
-        if config is None:
-            return
-        layout = self.layout
-        for field in dataclasses.fields(ParallelLayout):
-            setattr(config, field.name, getattr(layout, field.name))
-        config.expert_tensor_parallel_size = (
-            layout.expert_tensor_parallel_size or layout.tensor_model_parallel_size
-        )
-        if self.microbatch_group_size_per_vp_stage is not None:
-            config.microbatch_group_size_per_vp_stage = self.microbatch_group_size_per_vp_stage
-        elif layout.virtual_pipeline_model_parallel_size:
-            config.microbatch_group_size_per_vp_stage = layout.pipeline_model_parallel_size
-        self.precision_plugin.configure_model(config)
-        if self.pipeline_dtype is not None:
-            config.pipeline_dtype = self.pipeline_dtype
-        if not self.uses_cuda:
-            # Batched p2p on gloo gives wrong gradients with the interleaved schedule
-            # (platform notes: grad norm 14.5 vs 1.17), and needs torch.cuda.synchronize.
-            config.batch_p2p_comm = False
-            config.use_cpu_initialization = True
+        if config is not None:
+            write_model_config(config, self.layout, self.precision_plugin, on_cuda=self.uses_cuda,
+                               pipeline_dtype=self.pipeline_dtype,
+                               microbatch_group_size=self.microbatch_group_size_per_vp_stage)
 
     # --- model wrapping and optimizers -------------------------------------------------------
     def setup(self, trainer: Any) -> None:
@@ -309,43 +249,30 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             chunks = self._wrap_ddp(chunks, config, module)
         self.megatron_parallel = MegatronParallel(chunks)
         self.model = self.megatron_parallel
+        self.checkpointer = Checkpointer(self.checkpoint_io, self.checkpoint_options)
         if self.restore_config is not None and self.restore_config.load_model_state:
             # Before the optimizer exists: its fp32 main params are copies of these weights.
             load_model_weights(chunks, self.restore_config.path)
         if fitting and self.should_setup_optimizers:
             self.precision_plugin.configure_optimizer(module.optim.config)
             self.setup_optimizers(trainer)
-            self._connect_optimizer_to_schedule(config)
+            connect_to_schedule(config, self.optimizers[0], list(self.megatron_parallel),
+                                self.ddp_config)
             if self.restore_config is not None and self.restore_config.load_optim_state:
-                self.restore_optimizer_state(self.restore_config.path)
+                self.checkpointer.restore_optimizer_state(
+                    self.restore_config.path, chunks=chunks, optimizers=self.optimizers,
+                    ddp_config=self.ddp_config, layout_record=self.layout_record())
 
     def _wrap_ddp(self, chunks: list[torch.nn.Module], config: Any, module: Any) -> list[Any]:
-        from megatron.core.distributed import DistributedDataParallel
-
-        ddp = self.megatron_ddp_config()
         optim_config = getattr(getattr(module, "optim", None), "config", None)
-        if optim_config is not None:
-            ddp.use_distributed_optimizer = bool(optim_config.use_distributed_optimizer)
-        self.precision_plugin.configure_ddp(ddp)
+        ddp = final_ddp_config(self.megatron_ddp_config(), optim_config, self.precision_plugin)
         self._wrapped_ddp = ddp
-        return [
-            DistributedDataParallel(config, ddp, module=chunk, disable_bucketing=(i > 0))
-            for i, chunk in enumerate(chunks)
-        ]
+        return wrap_in_ddp(chunks, config, ddp)
 
     def megatron_ddp_config(self) -> Any:
-        """The user's DDP config as megatron's dataclass ('megatron' = its defaults + NaN
-        checks), with the fields callbacks set through `override_ddp`; a new object."""
-        from megatron.core.distributed import DistributedDataParallelConfig
-
-        ddp = self.ddp
-        if ddp == "megatron" or ddp is None:
-            ddp = DistributedDataParallelConfig(check_for_nan_in_grad=True)
-        if not isinstance(ddp, DistributedDataParallelConfig):
-            raise ValueError(
-                f"ddp={ddp!r}: pass 'megatron' or a megatron DistributedDataParallelConfig."
-            )
-        return dataclasses.replace(ddp, **self._ddp_overrides)
+        """The user's DDP config as megatron's dataclass, with the fields callbacks set through
+        `override_ddp`; a new object."""
+        return user_ddp_config(self.ddp, self._ddp_overrides)
 
     def override_ddp(self, **fields: Any) -> None:
         """Set DDP config fields before the model is wrapped (the comm-overlap callback's plan)."""
@@ -359,23 +286,22 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         """The DDP config the model was wrapped with (after setup); before: what it will be."""
         return self._wrapped_ddp if self._wrapped_ddp is not None else self.megatron_ddp_config()
 
-    def _connect_optimizer_to_schedule(self, config: Any) -> None:
-        """Hand megatron's schedule the hooks its own training loop would set."""
-        from megatron.core.distributed import finalize_model_grads
+    # --- checkpoints: Lightning's hooks, delegated to the Checkpointer ------------------------
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        """Load after the model chunks and optimizer exist: their sharded state dicts say what
+        (and which shard) this rank reads."""
+        return True
 
-        optimizer = self.optimizers[0]
-        config.finalize_model_grads_func = finalize_model_grads
-        config.grad_scale_func = optimizer.mcore.scale_loss
-        chunks = list(self.megatron_parallel)
-        if self.ddp_config.overlap_grad_reduce:
-            no_sync = [chunk.no_sync for chunk in chunks]
-            config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
-        ddp = self.ddp_config
-        if ddp.overlap_param_gather and ddp.use_distributed_optimizer and ddp.align_param_gather:
-            # megatron-LM's rule: the schedule dispatches the all-gathers only when aligned;
-            # otherwise each chunk's forward pre-hooks do.
-            sync = [chunk.start_param_sync for chunk in chunks]
-            config.param_sync_func = sync[0] if len(sync) == 1 else sync
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        return {}  # the weights go into the sharded part of the checkpoint (save_checkpoint)
+
+    def optimizer_state(self, optimizer: Any) -> dict[str, Any]:
+        return {}  # likewise
+
+    def layout_record(self) -> dict[str, Any]:
+        """The layout a checkpoint records (a different one on load means a reshard)."""
+        return {**dataclasses.asdict(self.layout), "world_size": self.world_size}
 
     def save_weights(self, path: str) -> None:
         """Collective: write this model's weights (sharded, layout-independent) under `path`."""
@@ -383,8 +309,53 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
         save_model_weights(list(self.megatron_parallel), path)
 
     def save_checkpoint(self, checkpoint: Any, filepath: Any, storage_options: Any = None) -> None:
+        """Collective: model, optimizer (+ LR schedule), RNG, trainer state; atomic commit."""
         self._finish_param_gather()
-        super().save_checkpoint(checkpoint, filepath, storage_options)
+        restore = self.restore_config
+        restored_from = (str(Path(restore.path).resolve())
+                         if restore is not None and restore.load_model_state else None)
+        self.checkpointer.save(
+            checkpoint, filepath, chunks=list(self.megatron_parallel),
+            optimizers=self.optimizers, ddp_config=self.ddp_config,
+            layout_record=self.layout_record(), restored_from=restored_from,
+            write_context=self._write_context)
+
+    def _write_context(self, checkpoint_dir: Any) -> None:
+        """Rank 0: the run's config next to its weights. A config that cannot be written costs
+        a warning, never the checkpoint."""
+        try:
+            from nemo_lite.io import save_context
+
+            module = self.lightning_module
+            save_context(checkpoint_dir, trainer=module.trainer, model=module,
+                         data=module.trainer.datamodule)
+        except Exception as error:  # noqa: BLE001 - any failure here must not lose weights
+            log.warning("checkpoint %s: run config not written to %s/: %s",
+                        checkpoint_dir, CONTEXT_DIR, error)
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict:
+        """Collective: read `checkpoint_path` into the current layout (resharding as needed)."""
+        return self.checkpointer.load(
+            checkpoint_path, chunks=list(self.megatron_parallel), optimizers=self.optimizers,
+            ddp_config=self.ddp_config, layout_record=self.layout_record(),
+            fitting=self.lightning_module.trainer.state.fn == TrainerFn.FITTING)
+
+    def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
+        self.checkpointer.load_model_state(checkpoint, list(self.megatron_parallel),
+                                           self.optimizers, self.precision_plugin.precision,
+                                           strict=strict)
+
+    def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.checkpointer.load_optimizer_state(checkpoint, self.optimizers)
+
+    def on_train_start(self) -> None:
+        self.checkpointer.restore_rng()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.checkpointer.finalize_async_saves(blocking=False)
+
+    def on_train_end(self) -> None:
+        self.checkpointer.finalize_async_saves(blocking=True)
 
     def _finish_param_gather(self) -> None:
         """overlap_param_gather leaves other DP ranks' updated shards stale until the next
@@ -446,3 +417,10 @@ class MegatronStrategy(CheckpointingMixin, DDPStrategy, IOMixin):
             parallel_state.destroy_model_parallel()
         except Exception as error:  # teardown must not hide the run's own error
             log.debug("destroy_model_parallel failed: %s", error)
+
+
+# Parallel sizes under NeMo's attribute names (read-only views of the layout).
+for _size in ("tensor_model_parallel_size", "pipeline_model_parallel_size",
+              "virtual_pipeline_model_parallel_size", "context_parallel_size", "sequence_parallel",
+              "expert_model_parallel_size"):
+    setattr(MegatronStrategy, _size, property(lambda self, _name=_size: getattr(self.layout, _name)))
