@@ -42,7 +42,6 @@ from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.sampler import PAD_INDEX
 from nemo_lite.llm.data.packing import PackedRows, TokenizedExample
 from nemo_lite.llm.data.resumable import ResumableDataMixin
-from nemo_lite.llm.tokenizer import get_tokenizer
 
 CHAT_ROLES = ("system", "user", "assistant")
 SPLIT_FILES = {"train": "training.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
@@ -295,8 +294,6 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         persistent_workers: bool = False,
     ) -> None:
         super().__init__()
-        if rampup_batch_size is not None:
-            raise NotImplementedError("rampup_batch_size is not supported yet: leave it None.")
         if seq_length < 1:
             raise FineTuningDataError(f"seq_length must be >= 1, got {seq_length}.")
         self.packed = packed_sequence or (packed_sequence_size or 0) > 0
@@ -324,22 +321,20 @@ class FineTuningDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         self.explicit = {split for split, p in paths.items() if p is not None}
         self.dataset_root = dataset_root
         self.max_example_length = seq_length  # truncation length of one example
-        # What Megatron's schedule reads: the length of every row the model sees.
-        self.seq_length = self.packed_size if self.packed else seq_length
-        self.tokenizer = get_tokenizer(tokenizer or "byte")  # a path or "byte" too
+        # seq_length: what Megatron's schedule reads, the length of every row the model sees
+        self.init_batching(seq_length=self.packed_size if self.packed else seq_length,
+                           tokenizer=tokenizer, micro_batch_size=micro_batch_size,
+                           global_batch_size=global_batch_size,
+                           rampup_batch_size=rampup_batch_size, num_workers=num_workers,
+                           pin_memory=pin_memory, persistent_workers=persistent_workers)
         if getattr(self.tokenizer, "eos_id", None) is None:
             raise FineTuningDataError("the tokenizer has no eos_id: answers must end with eos.")
         pad_id = getattr(self.tokenizer, "pad_id", None)
         self.pad_id = pad_id if pad_id is not None and pad_id >= 0 else self.tokenizer.eos_id
-        self.micro_batch_size = micro_batch_size
-        self.global_batch_size = global_batch_size
         self.seed = seed
         self.prompt_template = prompt_template
         self.answer_only_loss = answer_only_loss
         self.drop_long_prompts = drop_long_prompts
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
         self._rows: dict[str, Any] = {}
 
     def rows(self, split: str) -> Any:

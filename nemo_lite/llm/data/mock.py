@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader, Dataset
 from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.sampler import PAD_INDEX
 from nemo_lite.llm.data.resumable import ResumableDataMixin
-from nemo_lite.llm.tokenizer import get_tokenizer
 
 
 class MockGPTDataset(Dataset):
@@ -62,18 +61,13 @@ class MockDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin):
         seed: int = 1234,
     ) -> None:
         super().__init__()
-        if rampup_batch_size is not None:
-            raise NotImplementedError("rampup_batch_size is not supported yet: leave it None.")
-        self.seq_length = seq_length
-        self.tokenizer = get_tokenizer(tokenizer or "byte")  # a path or "byte" too
-        self.micro_batch_size = micro_batch_size
-        self.global_batch_size = global_batch_size
+        self.init_batching(seq_length=seq_length, tokenizer=tokenizer,
+                           micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
+                           rampup_batch_size=rampup_batch_size, num_workers=num_workers,
+                           pin_memory=pin_memory, persistent_workers=persistent_workers)
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
         self.num_test_samples = num_test_samples
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
         self.create_attention_mask = create_attention_mask
         self.seed = seed
 

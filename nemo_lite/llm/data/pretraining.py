@@ -31,7 +31,6 @@ from nemo_lite.llm.data.indexed_inputs import (  # noqa: F401 - errors re-export
     parse_split,
 )
 from nemo_lite.llm.data.resumable import ResumableDataMixin, data_parallel_rank_and_size
-from nemo_lite.llm.tokenizer import get_tokenizer
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
                 "predict": ()}
@@ -140,21 +139,16 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
         num_test_samples: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if rampup_batch_size is not None:
-            raise NotImplementedError("rampup_batch_size is not supported yet: leave it None.")
+        self.init_batching(seq_length=seq_length, tokenizer=tokenizer,
+                           micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
+                           rampup_batch_size=rampup_batch_size, num_workers=num_workers,
+                           pin_memory=pin_memory, persistent_workers=persistent_workers)
         self.blends = parse_paths(paths)
         self.split = parse_split(split) if "all" in self.blends else None
         if "all" not in self.blends and split != "900,50,50":
             warnings.warn(f"split={split!r} is not used: paths gives each split its own datasets.",
                           stacklevel=2)
         self.paths = paths
-        self.seq_length = seq_length
-        self.tokenizer = get_tokenizer(tokenizer or "byte")  # a path or "byte" too
-        self.micro_batch_size = micro_batch_size
-        self.global_batch_size = global_batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
         self.reset_position_ids = reset_position_ids
         # Megatron writes the reset mask into the attention mask it creates.
         self.create_attention_mask = create_attention_mask or reset_attention_mask

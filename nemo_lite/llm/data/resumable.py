@@ -29,6 +29,22 @@ class ResumableDataMixin:
     init_consumed_samples: int = 0
     init_global_step: int = 0
 
+    def init_batching(self, *, seq_length: int, tokenizer: Any, micro_batch_size: int,
+                      global_batch_size: int, rampup_batch_size: Any, num_workers: int,
+                      pin_memory: bool, persistent_workers: bool) -> None:
+        """The arguments every data module shares (NeMo's names), set once here."""
+        from nemo_lite.llm.tokenizer import get_tokenizer
+
+        if rampup_batch_size is not None:
+            raise NotImplementedError("rampup_batch_size is not supported yet: leave it None.")
+        self.seq_length = seq_length
+        self.tokenizer = get_tokenizer(tokenizer or "byte")  # a path or "byte" too
+        self.micro_batch_size = micro_batch_size
+        self.global_batch_size = global_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+
     def consumed_samples(self, global_step: int | None = None) -> int:
         if global_step is None:
             trainer = getattr(self, "trainer", None)
