@@ -31,22 +31,46 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
     DEVICE is None, reason="no CUDA GPU here (NEMO_LITE_TEST_DEVICE=cpu runs these on the CPU)")]
 
 
-def steps(tmp_path: Path, name: str, device: str, *args: str) -> dict:
-    out = tmp_path / f"{name}.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), "--device", device, *args],
-                          capture_output=True, text=True, timeout=300,
+def steps(work: Path, tag: str, runs: dict[str, dict]) -> dict[str, dict]:
+    """`runs` in one process (one device kind), in order; each run's record by name."""
+    out, spec = work / f"{tag}.json", work / f"{tag}_runs.json"
+    spec.write_text(json.dumps(runs))
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(spec)],
+                          capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, dict]:
+    """Every run the checks compare, in four processes: device, CPU, device, (CPU mode: all CPU).
+    The checkpoint chain: saved on the device, restored on the CPU and saved, restored back."""
+    work = tmp_path_factory.mktemp("gpu")
+    out = steps(work, "device", {
+        "fp32_local": {"device": DEVICE, "attention": "local", "save": str(work / "a")},
+        "bf16": {"device": DEVICE, "precision": "bf16-mixed", "steps": 8},
+        "plain": {"device": DEVICE},
+        "overlap": {"device": DEVICE, "overlap": True},
+        "flash": {"device": DEVICE, "attention": "flash"},
+    })
+    saved = next((work / "a" / "checkpoints").glob("step=4-*"))
+    out |= steps(work, "cpu", {
+        "cpu_fp32_local": {"device": "cpu", "attention": "local"},
+        "cpu_load": {"device": "cpu", "restore": str(saved), "steps": 2, "save": str(work / "b")},
+    })
+    back = next((work / "b" / "checkpoints").glob("step=2-*"))
+    out |= steps(work, "device_back", {
+        "device_load": {"device": DEVICE, "restore": str(back), "steps": 1}})
+    return out
 
 
 def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-12)
 
 
-def test_nccl_and_fp32_losses_match_the_cpu(tmp_path):
-    here = steps(tmp_path, "device", DEVICE, "--attention", "local")
-    cpu = steps(tmp_path, "cpu", "cpu", "--attention", "local")
+def test_nccl_and_fp32_losses_match_the_cpu(runs):
+    here, cpu = runs["fp32_local"], runs["cpu_fp32_local"]
     assert here["backend"] == ("nccl" if DEVICE == "cuda" else "gloo"), here["backend"]
     assert here["device"].startswith(DEVICE)
     diffs = [rel(a, b) for a, b in zip(here["losses"], cpu["losses"], strict=True)]
@@ -54,27 +78,20 @@ def test_nccl_and_fp32_losses_match_the_cpu(tmp_path):
     assert len(diffs) == 4 and max(diffs) <= 1e-4, (here["losses"], cpu["losses"])
 
 
-def test_bf16_mixed_trains(tmp_path):
-    run = steps(tmp_path, "bf16", DEVICE, "--precision", "bf16-mixed", "--steps", "8")
-    losses = run["losses"]
+def test_bf16_mixed_trains(runs):
+    losses = runs["bf16"]["losses"]
     assert len(losses) == 8 and all(map(torch.isfinite, torch.tensor(losses))), losses
     assert losses[-1] < losses[0], losses
 
 
-def test_checkpoint_from_the_device_loads_on_the_cpu_and_back(tmp_path):
-    saved = steps(tmp_path, "save", DEVICE, "--save", str(tmp_path / "a"))
-    ckpt = next((tmp_path / "a" / "checkpoints").glob("step=4-*"))
-    on_cpu = steps(tmp_path, "cpu_load", "cpu", "--restore", str(ckpt), "--steps", "2",
-                   "--save", str(tmp_path / "b"))
+def test_checkpoint_from_the_device_loads_on_the_cpu_and_back(runs):
+    saved, on_cpu, back = runs["fp32_local"], runs["cpu_load"], runs["device_load"]
     assert rel(on_cpu["start_checksum"], saved["end_checksum"]) <= 1e-12
-    back = next((tmp_path / "b" / "checkpoints").glob("step=2-*"))
-    on_device = steps(tmp_path, "device_load", DEVICE, "--restore", str(back), "--steps", "1")
-    assert rel(on_device["start_checksum"], on_cpu["end_checksum"]) <= 1e-12
+    assert rel(back["start_checksum"], on_cpu["end_checksum"]) <= 1e-12
 
 
-def test_comm_overlap_settings_reach_megatron_ddp(tmp_path):
-    plain = steps(tmp_path, "plain", DEVICE)
-    overlap = steps(tmp_path, "overlap", DEVICE, "--overlap")
+def test_comm_overlap_settings_reach_megatron_ddp(runs):
+    plain, overlap = runs["plain"], runs["overlap"]
     assert overlap["ddp"]["overlap_grad_reduce"] and overlap["ddp"]["overlap_param_gather"]
     assert overlap["ddp"]["use_distributed_optimizer"]
     assert not plain["ddp"]["overlap_grad_reduce"]
@@ -82,10 +99,8 @@ def test_comm_overlap_settings_reach_megatron_ddp(tmp_path):
     assert max(diffs) <= 1e-5, (overlap["losses"], plain["losses"])
 
 
-def test_sdpa_on_cuda_gives_the_explicit_scores_losses(tmp_path):
-    auto = steps(tmp_path, "auto", DEVICE)
-    flash = steps(tmp_path, "flash", DEVICE, "--attention", "flash")
-    local = steps(tmp_path, "local", DEVICE, "--attention", "local")
+def test_sdpa_on_cuda_gives_the_explicit_scores_losses(runs):
+    auto, flash, local = runs["plain"], runs["flash"], runs["fp32_local"]
     assert auto["uses_sdpa"] is (DEVICE == "cuda") and flash["uses_sdpa"]
     assert not local["uses_sdpa"]
     diffs = [rel(a, b) for a, b in zip(flash["losses"], local["losses"], strict=True)]

@@ -1,11 +1,12 @@
 """A few training steps of a small Llama-style model on one device, as the GPU checks need them.
 
-Usage: python steps.py OUT.json --device cuda|cpu [--precision 32|bf16-mixed] [--steps N]
-       [--save DIR] [--restore CKPT] [--attention auto|local|flash] [--overlap]
-Writes {"losses", "backend", "start_checksum", "end_checksum", "uses_sdpa", "ddp", "device"}:
-the checksums are sum |w| over the model in float64 (at train start, i.e. after a restore, and
-at the end). One process per run: CPU runs install nemo_lite's CPU shims, which must never
-touch a GPU run.
+Usage: python steps.py OUT.json RUNS.json, RUNS.json: {"name": {"device": "cuda"|"cpu",
+       "precision": "32", "steps": 4, "save": DIR, "restore": CKPT, "attention": "auto",
+       "overlap": false}, ...}, run in order in this process (all on one device kind: CPU runs
+       install nemo_lite's CPU shims, which must never touch a GPU run).
+Writes {"name": {"losses", "backend", "start_checksum", "end_checksum", "uses_sdpa", "ddp",
+"device"}}: the checksums are sum |w| over the model in float64 (at train start, i.e. after a
+restore, and at the end).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import lightning.pytorch as pl
 import torch
@@ -56,17 +58,7 @@ class Record(pl.Callback):
         self.out["device"] = str(trainer.strategy.root_device)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out")
-    parser.add_argument("--device", choices=("cuda", "cpu"), required=True)
-    parser.add_argument("--precision", default="32")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--save", default=None)
-    parser.add_argument("--restore", default=None)
-    parser.add_argument("--attention", default="auto")
-    parser.add_argument("--overlap", action="store_true")
-    args = parser.parse_args()
+def run(args: argparse.Namespace, work: str) -> dict:
     record = Record()
     callbacks: list = [record]
     if args.overlap:
@@ -85,15 +77,24 @@ def main() -> None:
         OptimizerConfig(lr=1e-3, clip_grad=1.0, use_distributed_optimizer=args.overlap))
     model = llm.GPTModel(config, optim=optim)
     data = llm.MockDataModule(seq_length=128, global_batch_size=4, micro_batch_size=2)
-    log = nl.NeMoLogger(explicit_log_dir=args.save or os.path.dirname(args.out) + "/logs",
+    log = nl.NeMoLogger(explicit_log_dir=args.save or os.path.join(work, "logs"),
                         tensorboard=False,
                         ckpt=nl.ModelCheckpoint(every_n_train_steps=args.steps, save_top_k=1))
     resume = None
     if args.restore:
         resume = nl.AutoResume(restore_config=nl.RestoreConfig(path=args.restore))
     llm.train(model, data, trainer, log=log, resume=resume)
-    with open(args.out, "w") as f:
-        json.dump(record.out, f)
+    return record.out
+
+
+def main() -> None:
+    out, runs = sys.argv[1], json.load(open(sys.argv[2]))
+    defaults = {"precision": "32", "steps": 4, "save": None, "restore": None,
+                "attention": "auto", "overlap": False}
+    results = {name: run(argparse.Namespace(**{**defaults, **spec}), os.path.dirname(out))
+               for name, spec in runs.items()}
+    with open(out, "w") as f:
+        json.dump(results, f)
 
 
 if __name__ == "__main__":
