@@ -54,9 +54,27 @@ class LazyRecipe:
         return recipe
 
 
+class LazyModel:
+    """`recipes.<name>.model()` (the recipe's model config), imported when called."""
+
+    def __init__(self, name: str) -> None:
+        self.name = self.__name__ = self.__qualname__ = name
+        self.__module__ = __name__
+        self.__doc__ = f"recipes.{name}.model() (imported when used)"
+
+    def __call__(self) -> run.Config:
+        import importlib
+
+        return importlib.import_module(f"recipes.{self.name}").model()
+
+
 def register() -> None:
+    from nemo_lite.llm.hf import convert, export
     from recipes import list_recipes
 
+    for name, fn in (("import", convert.import_ckpt), ("export", export.export_ckpt)):
+        if getattr(fn, "cli_entrypoint", None) is None:  # NeMo 2.0's `nemo llm import/export`
+            run.cli.entrypoint(name=name, namespace="llm", run_ctx_cls=LiteRunContext)(fn)
     for entry, fn in ENTRYPOINTS.items():
         if getattr(fn, "cli_entrypoint", None) is None:
             run.cli.entrypoint(namespace="llm", run_ctx_cls=LiteRunContext)(fn)
@@ -67,6 +85,9 @@ def register() -> None:
     # annotation: the api's `data: Any` (Lightning stays unimported at start-up).
     for data_factory in (mock_data, pretraining_data, finetuning_data):
         run.cli.factory(target=Any, name=data_factory.__name__)(data_factory)
+    # `model=llama3_8b` (import's model argument): each recipe's model config, by recipe name
+    for name in list_recipes():
+        run.cli.factory(target=Any, name=name)(LazyModel(name))
 
 
 register()

@@ -112,6 +112,13 @@ class LiteRunContext(RunContext):
         recipe = _factory_name(self.factory)
         if recipe:  # the run's summary names it (executors pass it on, see launch_task)
             os.environ[RECIPE_ENV] = recipe
+        if "trainer" not in _target_parameters(task):  # a conversion (import / export)
+            from nemo_lite.cli.convert import check_conversion
+
+            lines = check_conversion(task)
+            if self.dryrun:
+                print("\n".join(["nemo_lite conversion plan:", *("  " + x for x in lines)]))
+            return task
         if self.executor is None:  # with an executor, --name names its experiment and job
             name_run_directory(task, self.name, fn, args)
         plan = plan_task(task, self.executor, check_paths=not self.dryrun)

@@ -45,9 +45,11 @@ _EXPORTS = {
     "pretrain": "nemo_lite.llm.api",
     "finetune": "nemo_lite.llm.api",
     "validate": "nemo_lite.llm.api",
+    "import_ckpt": "nemo_lite.llm.hf.convert",
+    "export_ckpt": "nemo_lite.llm.hf.export",
 }
 
-_SUBPACKAGES = ("peft",)
+_SUBPACKAGES = ("peft", "hf")
 
 __all__ = sorted(_EXPORTS)
 _export, _export_names = lazy_exports(__name__, _EXPORTS)

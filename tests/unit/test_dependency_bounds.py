@@ -37,7 +37,11 @@ def pins(python: str = "3.11") -> dict[str, Version]:
 def requirements(python: str) -> dict[str, Requirement]:
     """The project's requirements that apply on `python` (environment markers evaluated)."""
     out = {}
-    for text in project()["dependencies"]:
+    extras = [r for group in project()["optional-dependencies"].values() for r in group]
+    texts = [*project()["dependencies"], *(r for r in extras if r.split(">")[0].split("=")[0]
+                                          not in ("pytest", "ruff", "nbclient", "nbformat",
+                                                  "ipykernel", "transformer-engine[pytorch]"))]
+    for text in dict.fromkeys(texts):
         requirement = Requirement(text)
         if requirement.marker is None or requirement.marker.evaluate({"python_version": python}):
             assert requirement.name not in out, requirement.name

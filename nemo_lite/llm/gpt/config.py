@@ -34,6 +34,8 @@ class GPTConfig(TransformerConfig):
     position_embedding_type: Literal["learned_absolute", "rope", "none"] = "learned_absolute"
     rotary_base: int = 10000
     rotary_percent: float = 1.0
+    rope_scaling: bool = False  # Llama 3.1's frequency scaling (megatron's llama3 formula)
+    rope_scaling_factor: float = 8.0
     seq_len_interpolation_factor: Optional[float] = None
     attention_softmax_in_fp32: bool = False
     masked_softmax_fusion: bool = False
@@ -97,6 +99,8 @@ class GPTConfig(TransformerConfig):
             position_embedding_type=self.position_embedding_type,
             rotary_percent=self.rotary_percent,
             rotary_base=self.rotary_base,
+            rope_scaling=self.rope_scaling,
+            rope_scaling_factor=self.rope_scaling_factor,
             seq_len_interpolation_factor=self.seq_len_interpolation_factor,
             vp_stage=vp_stage,
         )

@@ -1,0 +1,177 @@
+"""`import_ckpt` / `export_ckpt`: Hugging Face checkpoints in and out of nemo_lite (NeMo 2.0's names).
+
+Import reads the Hugging Face config and tensors (one at a time, memory-mapped), builds the
+megatron model once on the CPU (tensor / pipeline parallel 1), fills each parameter through its
+family's rules, and writes an ordinary nemo_lite checkpoint: dist_checkpointing weights (any
+layout loads them), `context/` (the model config and tokenizer, what `RestoreConfig` and the
+recipes use) and the tokenizer files under `tokenizer/`. Export is the inverse, into
+safetensors + config.json + the tokenizer files, which transformers loads. Both write to a
+temporary name and rename at the end; bad input is one error naming the file or tensor.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+from nemo_lite.llm.hf.families import family_for, model_class
+from nemo_lite.llm.hf.source import HFCheckpointError, TensorReader, read_config, resolve_source
+
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "generation_config.json", "chat_template.jinja")
+# tensors a Hugging Face checkpoint may hold that are not weights of the model
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq", ".masked_bias", ".attn.bias")
+DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def nemo_home() -> Path:
+    return Path(os.environ.get("NEMO_HOME", Path.home() / ".cache" / "nemo"))
+
+
+def default_output(source: str, directory: Path) -> Path:
+    name = source[len("hf://"):] if source.startswith("hf://") and not source.startswith(
+        "hf:///") else directory.name
+    return nemo_home() / "models" / name
+
+
+@contextlib.contextmanager
+def single_rank() -> Iterator[None]:
+    """megatron's parallel state for one CPU rank (TP = PP = 1), in a private gloo group when
+    this process has none; torn down after."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    from nemo_lite.lightning.layout import ParallelLayout
+    from nemo_lite.lightning.megatron_setup import init_parallel_state
+
+    created = not dist.is_initialized()
+    if not created and dist.get_world_size() != 1:
+        raise RuntimeError("import_ckpt / export_ckpt run in one process: call them outside a "
+                           "multi-rank job.")
+    with tempfile.TemporaryDirectory() as store:
+        if created:
+            dist.init_process_group("gloo", init_method=f"file://{store}/pg", rank=0,
+                                    world_size=1)
+        try:
+            init_parallel_state(ParallelLayout(), seed=1234, on_cuda=False)
+            yield
+        finally:
+            parallel_state.destroy_model_parallel()
+            if created:
+                dist.destroy_process_group()
+
+
+def _torch_dtype(name: str | None) -> Any:
+    import torch
+
+    return getattr(torch, DTYPES.get(name or "float32", "float32"))
+
+
+def _vocab_rows(name: str) -> bool:
+    return name in ("embedding.word_embeddings.weight", "output_layer.weight")
+
+
+def import_ckpt(model: Any = None, source: str = "", output_path: Optional[str] = None,
+                overwrite: bool = False) -> Path:
+    """Convert the Hugging Face checkpoint `source` into a nemo_lite checkpoint; its path.
+
+    `model`: an `llm` model (e.g. `llm.LlamaModel(llm.Llama3Config8B())`) whose config the
+    weights must fit; without it, the config comes from config.json."""
+    import torch
+
+    from nemo_lite.lightning.checkpoint_io import MegatronCheckpointIO
+    from nemo_lite.lightning.model_state import model_sharded_state_dict
+
+    directory = resolve_source(source)
+    hf = read_config(directory)
+    architecture = (hf.get("architectures") or ["?"])[0]
+    family = family_for(architecture)
+    dtype = _torch_dtype(hf.get("torch_dtype") or hf.get("dtype"))
+    config = model.config if model is not None else family.config_from_hf(hf, dtype)
+    out = Path(output_path) if output_path else default_output(source, directory)
+    if out.exists() and not overwrite:
+        raise HFCheckpointError(f"{out} exists: remove it, choose another output_path, or pass "
+                                "overwrite=True.")
+    reader = TensorReader(directory)
+    with single_rank():
+        chunk = config.configure_model()
+        params = dict(chunk.named_parameters())
+        used: set[str] = set()
+        layers, vocab = config.num_layers, config.vocab_size
+        for rule in family.rules(config):
+            for name, hf_names in rule.expand(layers, getattr(config, "num_moe_experts", 0) or 0):
+                tensors = [reader.get(n) for n in hf_names]
+                used.update(hf_names)
+                value = rule.merge(tensors, config) if rule.merge else tensors[0]
+                _copy_into(params.pop(name, None), value, name, hf_names, vocab)
+        _check_coverage(reader, used, params, directory)
+        with torch.no_grad():
+            state = model_sharded_state_dict([chunk])
+
+        def write_context(tmp: Path) -> None:
+            import fiddle as fdl
+
+            from nemo_lite.io import save_context, to_config
+
+            saved = fdl.Config(model_class(config), config=to_config(config))
+            if _copy_tokenizer(directory, tmp / TOKENIZER_DIR):
+                from nemo_lite.llm.tokenizer import HFTokenizer
+
+                saved.tokenizer = fdl.Config(HFTokenizer, str(out / TOKENIZER_DIR))
+            save_context(tmp, model=saved)
+
+        if out.exists():
+            shutil.rmtree(out)
+        MegatronCheckpointIO().save_checkpoint(state, out, {
+            "manifest": {"step": 0, "weights_only": True, "source": str(directory),
+                         "architecture": architecture},
+            "before_commit": write_context})
+    return out
+
+
+def _copy_into(param: Any, value: Any, name: str, hf_names: tuple[str, ...], vocab: int) -> None:
+    import torch
+
+    if param is None:
+        raise HFCheckpointError(f"{hf_names[0]} maps to {name}, which this model does not have "
+                                "(the config and the checkpoint disagree).")
+    target = param.data[:vocab] if _vocab_rows(name) else param.data
+    if tuple(value.shape) != tuple(target.shape):
+        raise HFCheckpointError(
+            f"{', '.join(hf_names)}: shape {tuple(value.shape)} does not fit {name} "
+            f"{tuple(target.shape)} of the model config (check model= or config.json).")
+    with torch.no_grad():
+        target.copy_(value)
+
+
+def _check_coverage(reader: TensorReader, used: set[str], left: dict[str, Any],
+                    directory: Path) -> None:
+    extra = [n for n in reader.names() if n not in used and not n.endswith(IGNORED_SUFFIXES)
+             and n != "lm_head.weight"]
+    if extra:
+        raise HFCheckpointError(f"{directory}: tensor {extra[0]} has no place in the model"
+                                f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}: "
+                                "its config and weights disagree.")
+    if left:
+        raise HFCheckpointError(f"{directory}: no tensor for the model's {next(iter(left))}.")
+
+
+def _copy_tokenizer(source: Path, target: Path) -> bool:
+    """Copy the tokenizer files; whether there is a tokenizer.json (checked readable here,
+    before the checkpoint is committed)."""
+    from nemo_lite.llm.tokenizer import HFTokenizer
+
+    files = [source / f for f in TOKENIZER_FILES if (source / f).is_file()]
+    if not files:
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copy2(file, target / file.name)
+    if not (target / "tokenizer.json").is_file():
+        return False
+    HFTokenizer(str(target))
+    return True

@@ -1,0 +1,54 @@
+"""Which converter handles a Hugging Face architecture, and the model class it becomes."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from nemo_lite.llm.hf.source import HFCheckpointError
+
+
+def family_for(architecture: str) -> ModuleType:
+    """The family module (rules, config_from_hf, config_to_hf) of `architecture`."""
+    from nemo_lite.llm.hf import llama
+
+    for module in (llama,):
+        if architecture in module.ARCHITECTURES:
+            return module
+    raise HFCheckpointError(
+        f"architecture {architecture!r} is not supported: supported are "
+        f"{', '.join(supported())}.")
+
+
+def supported() -> list[str]:
+    from nemo_lite.llm.hf import llama
+
+    return [*llama.ARCHITECTURES]
+
+
+def model_class(config: Any) -> Any:
+    """The LightningModule class a converted config is wrapped in (NeMo's names)."""
+    from nemo_lite import llm
+
+    if getattr(config, "num_moe_experts", None):
+        return llm.MixtralModel
+    if isinstance(config, llm.LlamaConfig):
+        return llm.LlamaModel
+    return llm.GPTModel
+
+
+def architecture_of(config: Any) -> str:
+    """The Hugging Face architecture a nemo_lite config exports as."""
+    from nemo_lite import llm
+
+    if getattr(config, "num_moe_experts", None):
+        return "MixtralForCausalLM"
+    if isinstance(config, llm.LlamaConfig):
+        if config.qk_layernorm:
+            return "Qwen3ForCausalLM"
+        if config.add_qkv_bias:
+            return "Qwen2ForCausalLM"
+        return "LlamaForCausalLM"
+    raise HFCheckpointError(
+        f"{type(config).__name__} has no Hugging Face counterpart here: export supports "
+        f"{', '.join(supported())}.")
