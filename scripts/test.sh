@@ -13,7 +13,7 @@ if [ $# -eq 0 ]; then  # both legs: the 3.12 environment installs while the 3.11
   setup312=$!
 fi
 start=$SECONDS
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=25 "$@"
 echo "== py3.11 suite: $((SECONDS - start)) s"
 if [ -n "$setup312" ]; then
   wait "$setup312" || { cat runs/py312_setup.log; exit 1; }

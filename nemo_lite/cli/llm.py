@@ -61,6 +61,8 @@ class LazyModel:
         self.name = self.__name__ = self.__qualname__ = name
         self.__module__ = __name__
         self.__doc__ = f"recipes.{name}.model() (imported when used)"
+        self.__wrapped__ = LazyModel.__call__  # NeMo-Run's help reads a factory's source line
+        self.__signature__ = inspect.Signature()  # called with no arguments
 
     def __call__(self) -> run.Config:
         import importlib

@@ -21,10 +21,13 @@ def cli(*args: str, cwd: Path, script: str = "nemo", timeout: int = 300) -> subp
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("script", ["nemo", "nemo-lite"])
-def test_help_lists_the_recipes(tmp_path, script):
-    proc = cli("llm", "pretrain", "--help", cwd=tmp_path, script=script)
+@pytest.mark.parametrize(("script", "command"),
+                         [("nemo", "pretrain"), ("nemo-lite", "pretrain"), ("nemo", "import")])
+def test_help_lists_the_recipes(tmp_path, script, command):
+    # pretrain lists the recipes as --factory NAME; import lists each recipe's model as model=NAME
+    proc = cli("llm", command, "--help", cwd=tmp_path, script=script)
     assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
     for name in RECIPES:
         assert name in proc.stdout
 

@@ -29,12 +29,16 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
   log "debootstrap bookworm minbase (python3, venv)"
   debootstrap --variant=minbase --include=python3,python3-venv,procps bookworm "$rootfs" "$MIRROR" \
     > "$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+  # One wheel folder per pinned set: wheels left by an earlier set (another session's .venv) must
+  # not join this install, or pip sees two versions of one package.
+  wheels="$CACHE/wheels-$base_hash"
+  find "$CACHE" -maxdepth 1 -name 'wheels*' ! -name "wheels-$base_hash" -exec rm -rf {} +
   log "downloading $(wc -l < "$freeze") pinned wheels on the host"
-  "$PY" -m pip download -q --disable-pip-version-check --no-deps -d "$CACHE/wheels" -r "$freeze" 2>&1 \
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" -r "$freeze" 2>&1 \
     | grep -v "is ignored: it is neither" >&2 || true
   log "installing them offline into /opt/venv"
   mkdir -p "$rootfs/tmp/wheels"
-  cp "$CACHE"/wheels/* "$rootfs/tmp/wheels/"
+  cp "$wheels"/* "$rootfs/tmp/wheels/"
   chroot "$rootfs" python3 -m venv /opt/venv
   chroot "$rootfs" /bin/sh -c 'cd /tmp/wheels && /opt/venv/bin/pip install -q --no-index \
     --no-deps --no-build-isolation --disable-pip-version-check --no-cache-dir ./*' >&2
