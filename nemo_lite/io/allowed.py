@@ -52,6 +52,7 @@ NEMO_LITE = (
     "nemo_lite.llm.gpt.config.LlamaConfig",
     "nemo_lite.llm.gpt.config.MixtralConfig",
     "nemo_lite.llm.gpt.gpt3.GPTConfig126M",
+    "nemo_lite.llm.gpt.activations.gelu_tanh",
     "nemo_lite.llm.gpt.llama.Llama3Config",
     "nemo_lite.llm.gpt.llama.Llama3Config8B",
     "nemo_lite.llm.gpt.llama.Llama3Config70B",

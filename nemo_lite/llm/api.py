@@ -22,13 +22,27 @@ def _setup(model: Any, trainer: Any, log: Any, resume: Any, optim: Any, tokenize
         record(model, optim=optim)  # the saved context rebuilds it too
     if tokenizer == "data":
         model.tokenizer = model.tokenizer or getattr(data, "tokenizer", None)
-    elif tokenizer not in (None, "model"):
+    elif tokenizer == "model":
+        _check_same_tokenizer(model.tokenizer, getattr(data, "tokenizer", None))
+    elif tokenizer is not None:
         model.tokenizer = tokenizer
     log = log or NeMoLogger()
     run_dir = log.setup(trainer, resume_if_exists=bool(resume and resume.resume_if_exists))
     if resume is not None:
         resume.setup(trainer, model)
     return run_dir
+
+
+def _check_same_tokenizer(ours: Any, data: Any) -> None:
+    """Fine-tuning reads the model's tokenizer (e.g. an imported checkpoint's): data tokenized
+    another way would train the model on ids that mean something else."""
+    if ours is None or data is None:
+        return
+    if type(ours) is not type(data) or ours.vocab_size != data.vocab_size:
+        raise ValueError(
+            f"the data's tokenizer ({type(data).__name__}, {data.vocab_size} ids) is not the "
+            f"model's ({type(ours).__name__}, {ours.vocab_size} ids): give the data module the "
+            "model's tokenizer (e.g. finetuning_data(tokenizer=...)).")
 
 
 def train(model: Any, data: Any, trainer: Any, log: Any = None, resume: Any = None,

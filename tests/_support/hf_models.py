@@ -11,18 +11,25 @@ SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_att
              num_key_value_heads=2, max_position_embeddings=128, vocab_size=VOCAB,
              torch_dtype="float32")
 
-# family -> (transformers config class name, model class name, extra config)
+# family -> (transformers config class name, model class name, config arguments)
 FAMILIES = {
-    "llama3": ("LlamaConfig", "LlamaForCausalLM", dict(rope_theta=500000.0, rms_norm_eps=1e-5)),
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", dict(SMALL, rope_theta=500000.0,
+                                                       rms_norm_eps=1e-5)),
     "llama3.1": ("LlamaConfig", "LlamaForCausalLM", dict(
-        rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0,
-                                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                           "original_max_position_embeddings": 8192})),
-    "llama3.2-tied": ("LlamaConfig", "LlamaForCausalLM", dict(tie_word_embeddings=True)),
-    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=None)),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True,
+        SMALL, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})),
+    "llama3.2-tied": ("LlamaConfig", "LlamaForCausalLM", dict(SMALL, tie_word_embeddings=True)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(SMALL, sliding_window=None)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(SMALL, tie_word_embeddings=True,
                                                        rms_norm_eps=1e-6)),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=32, tie_word_embeddings=False)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(SMALL, head_dim=32,
+                                                       tie_word_embeddings=False)),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(
+        SMALL, num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(
+        n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=VOCAB,
+        activation_function="gelu_new", torch_dtype="float32")),
 }
 
 
@@ -45,8 +52,8 @@ def tiny_model(work: Path, family: str, seed: int = 0) -> Path:
     out = work / family
     if (out / "config.json").exists():
         return out
-    config_cls, model_cls, extra = FAMILIES[family]
-    config = getattr(transformers, config_cls)(**{**SMALL, **extra})
+    config_cls, model_cls, arguments = FAMILIES[family]
+    config = getattr(transformers, config_cls)(**arguments)
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(config).eval()
     model.save_pretrained(out)

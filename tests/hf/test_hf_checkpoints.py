@@ -2,7 +2,7 @@
 
 For each family (tiny random models written locally with transformers): the imported model's
 logits equal transformers' on the same tokens (fp32, max abs diff <= 1e-5 of the logit scale),
-at TP1 here and at TP2, TP2+SP, PP2 on CPU ranks; export -> transformers -> the same logits;
+at TP1 here and at TP2, TP2+SP, PP2 (and EP2 for Mixtral) on CPU ranks; export -> transformers -> the same logits;
 import -> export gives back the original tensors bit for bit. Bad input: one error naming
 the file or tensor, nothing written.
 """
@@ -102,27 +102,32 @@ def test_export_loads_in_transformers_and_is_bit_identical(imported, work, token
     assert (out / "tokenizer.json").is_file()
 
 
-LAYOUTS = [(2, 1, False), (2, 1, True), (1, 2, False)]
-PARALLEL_FAMILIES = ["llama3", "qwen2", "qwen3"]
+# (TP, PP, SP, EP) -> the families checked in that layout (one torchrun launch per layout)
+LAYOUTS = {(2, 1, 0, 1): ["llama3", "qwen2", "qwen3", "gpt2", "mixtral"],
+           (2, 1, 1, 1): ["llama3", "qwen2", "qwen3", "gpt2"],
+           (1, 2, 0, 1): ["llama3", "qwen2", "qwen3", "gpt2", "mixtral"],
+           (1, 1, 0, 2): ["mixtral"]}
+PARALLEL_FAMILIES = sorted({f for families in LAYOUTS.values() for f in families})
 
 
 @pytest.fixture(scope="module")
 def parallel_logits(imported, work, tokens):
-    """family -> layout -> logits: one torchrun launch per layout for all families."""
+    """family -> layout -> logits, gathered on rank 0 of each launch."""
     torch.save(tokens, work / "tokens.pt")
     out: dict[str, dict] = {family: {} for family in PARALLEL_FAMILIES}
-    for tp, pp, sp in LAYOUTS:
-        files = {f: work / f"{f}_tp{tp}_pp{pp}_sp{int(sp)}.pt" for f in PARALLEL_FAMILIES}
-        pairs = [str(x) for f in PARALLEL_FAMILIES for x in (imported[f][1], files[f])]
+    for layout, families in LAYOUTS.items():
+        tp, pp, sp, ep = layout
+        files = {f: work / f"{f}_tp{tp}_pp{pp}_sp{sp}_ep{ep}.pt" for f in families}
+        pairs = [str(x) for f in families for x in (imported[f][1], files[f])]
         proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(tp * pp),
-             "--standalone", str(SCRIPT), str(work / "tokens.pt"), str(tp), str(pp),
-             "1" if sp else "0", *pairs],
+            [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+             str(tp * pp * max(ep // tp, 1)), "--standalone", str(SCRIPT), str(work / "tokens.pt"),
+             ",".join(map(str, layout)), *pairs],
             capture_output=True, text=True, timeout=300,
             env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stderr[-4000:]
         for family, file in files.items():
-            out[family][(tp, pp, sp)] = torch.load(file)
+            out[family][layout] = torch.load(file)
     return out
 
 
@@ -130,10 +135,11 @@ def parallel_logits(imported, work, tokens):
 @pytest.mark.parametrize("family", PARALLEL_FAMILIES)
 def test_logits_in_parallel_layouts(imported, parallel_logits, tokens, family):
     reference = hf_logits(imported[family][0], tokens)
-    for (tp, pp, sp), ours in parallel_logits[family].items():
+    for (tp, pp, sp, ep), ours in parallel_logits[family].items():
         diff = close(ours, reference)
-        print(f"HF import {family} TP{tp} PP{pp} SP{sp}: max abs logit diff / scale {diff:.2e}")
-        assert diff <= TOL, (tp, pp, sp, diff)
+        print(f"HF import {family} TP{tp} PP{pp} SP{sp} EP{ep}: max abs logit diff / scale "
+              f"{diff:.2e}")
+        assert diff <= TOL, (tp, pp, sp, ep, diff)
 
 
 BAD = {
@@ -150,6 +156,10 @@ BAD = {
     "unsupported architecture": (lambda d: _edit_config(d, architectures=["BertModel"]),
                                  "architecture 'BertModel' is not supported"),
     "index names a missing shard": (lambda d: _index_to_missing(d), "which is missing"),
+    "unsupported config value": (lambda d: _edit_config(d, hidden_act="gelu"),
+                                 "config.json: hidden_act='gelu': only silu"),
+    "config key missing": (lambda d: _drop_config_key(d, "num_hidden_layers"),
+                           "config.json: no 'num_hidden_layers'"),
 }
 
 
@@ -172,6 +182,12 @@ def _add_tensor(directory: Path, name: str) -> None:
 def _edit_config(directory: Path, **changes) -> None:
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def _drop_config_key(directory: Path, key: str) -> None:
+    config = json.loads((directory / "config.json").read_text())
+    config.pop(key)
+    (directory / "config.json").write_text(json.dumps(config))
 
 
 def _index_to_missing(directory: Path) -> None:

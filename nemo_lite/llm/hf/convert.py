@@ -10,6 +10,7 @@ temporary name and rename at the end; bad input is one error naming the file or 
 """
 
 import contextlib
+import copy
 import os
 import shutil
 import tempfile
@@ -65,6 +66,15 @@ def single_rank() -> Iterator[None]:
                 dist.destroy_process_group()
 
 
+def build_without_init(config: Any) -> Any:
+    """The model chunk of `config` (TP = PP = 1) with its weights left uninitialised: every
+    one is overwritten from a checkpoint next (megatron's random init of a 1B model costs
+    seconds). The caller's config is not changed."""
+    build = copy.copy(config)
+    build.perform_initialization = False
+    return build.configure_model()
+
+
 def _torch_dtype(name: str | None) -> Any:
     import torch
 
@@ -91,14 +101,18 @@ def import_ckpt(model: Any = None, source: str = "", output_path: Optional[str] 
     architecture = (hf.get("architectures") or ["?"])[0]
     family = family_for(architecture)
     dtype = _torch_dtype(hf.get("torch_dtype") or hf.get("dtype"))
-    config = model.config if model is not None else family.config_from_hf(hf, dtype)
+    try:
+        config = model.config if model is not None else family.config_from_hf(hf, dtype)
+    except (KeyError, ValueError) as error:  # a missing key, or a value with no exact equivalent
+        what = f"no {error}" if isinstance(error, KeyError) else str(error)
+        raise HFCheckpointError(f"{directory / 'config.json'}: {what}") from None
     out = Path(output_path) if output_path else default_output(source, directory)
     if out.exists() and not overwrite:
         raise HFCheckpointError(f"{out} exists: remove it, choose another output_path, or pass "
                                 "overwrite=True.")
     reader = TensorReader(directory)
     with single_rank():
-        chunk = config.configure_model()
+        chunk = build_without_init(config)
         params = dict(chunk.named_parameters())
         used: set[str] = set()
         layers, vocab = config.num_layers, config.vocab_size
@@ -146,6 +160,8 @@ def _copy_into(param: Any, value: Any, name: str, hf_names: tuple[str, ...], voc
             f"{tuple(target.shape)} of the model config (check model= or config.json).")
     with torch.no_grad():
         target.copy_(value)
+        if _vocab_rows(name):
+            param.data[vocab:].zero_()  # padding rows (never saved, never given probability)
 
 
 def _check_coverage(reader: TensorReader, used: set[str], left: dict[str, Any],

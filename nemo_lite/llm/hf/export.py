@@ -3,8 +3,8 @@ model directory (safetensors shards + index, config.json, the tokenizer files) t
 `transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads.
 
 The checkpoint's saved context gives the model config; its weights load at tensor / pipeline
-parallel 1 from whatever layout saved them; each family's rules split the fused tensors back
-(the exact inverse of import). Shards are written as they fill (`max_shard_bytes`), into a
+parallel 1 from whatever layout saved them (LoRA adapters merged into the base weights first);
+each family's rules split the fused tensors back (the exact inverse of import). Shards are written as they fill (`max_shard_bytes`), into a
 temporary directory renamed at the end.
 """
 
@@ -13,7 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from nemo_lite.llm.hf.convert import TOKENIZER_DIR, TOKENIZER_FILES, single_rank
+from nemo_lite.llm.hf.convert import (
+    TOKENIZER_DIR,
+    TOKENIZER_FILES,
+    build_without_init,
+    single_rank,
+)
 from nemo_lite.llm.hf.families import architecture_of, family_for
 from nemo_lite.llm.hf.source import HFCheckpointError
 
@@ -28,7 +33,6 @@ def export_ckpt(path: str, target: str = "hf", output_path: Optional[str] = None
 
     from nemo_lite.io import load_context
     from nemo_lite.lightning.checkpoint_dir import read_manifest
-    from nemo_lite.lightning.checkpoint_io import load_model_weights
 
     if target != "hf":
         raise HFCheckpointError(f"target={target!r}: only 'hf' (Hugging Face) is supported.")
@@ -39,19 +43,19 @@ def export_ckpt(path: str, target: str = "hf", output_path: Optional[str] = None
         raise HFCheckpointError(f"{out} exists: remove it, choose another output_path, or pass "
                                 "overwrite=True.")
     manifest = read_manifest(ckpt) or {}
-    if manifest.get("model_part") == "trainable":
-        raise HFCheckpointError(
-            f"{ckpt} holds LoRA adapters only: merge them into a full checkpoint first "
-            "(llm.peft.merge), then export that.")
     config = load_context(ckpt, subpath="model.config")
     architecture = manifest.get("architecture") or architecture_of(config)
     family = family_for(architecture)
+    if hasattr(family, "check_exportable"):
+        try:
+            family.check_exportable(config)
+        except ValueError as error:
+            raise HFCheckpointError(f"{ckpt}: {error}") from None
     tmp = out.with_name(out.name + ".incomplete")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with single_rank():
-        chunk = config.configure_model()
-        load_model_weights([chunk], ckpt)
+        chunk = _load_merged(ckpt, manifest, config)
         params = dict(chunk.named_parameters())
         writer = _ShardWriter(tmp, max_shard_bytes)
         experts = getattr(config, "num_moe_experts", 0) or 0
@@ -68,13 +72,71 @@ def export_ckpt(path: str, target: str = "hf", output_path: Optional[str] = None
     dtype = DTYPE_NAMES.get(str(config.params_dtype), "float32")
     (tmp / "config.json").write_text(json.dumps(
         family.config_to_hf(config, architecture, dtype), indent=2))
+    tokenizer = _tokenizer_dir(ckpt)
     for file in TOKENIZER_FILES:
-        if (ckpt / TOKENIZER_DIR / file).is_file():
-            shutil.copy2(ckpt / TOKENIZER_DIR / file, tmp / file)
+        if tokenizer is not None and (tokenizer / file).is_file():
+            shutil.copy2(tokenizer / file, tmp / file)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def _tokenizer_dir(ckpt: Path) -> Optional[Path]:
+    """Where the model's Hugging Face tokenizer files are: in an imported checkpoint, or (for
+    a fine-tuned one) wherever its saved model context's HFTokenizer reads them."""
+    from nemo_lite.io import load_context
+    from nemo_lite.io.errors import ContextError
+
+    if (ckpt / TOKENIZER_DIR / "tokenizer.json").is_file():
+        return ckpt / TOKENIZER_DIR
+    try:
+        tokenizer = load_context(ckpt, subpath="model.tokenizer")
+    except ContextError:
+        return None
+    path = Path(getattr(tokenizer, "path", "") or "")
+    return path if (path / "tokenizer.json").is_file() else None
+
+
+def _load_merged(ckpt: Path, manifest: dict[str, Any], config: Any) -> Any:
+    """The checkpoint's model at TP = PP = 1 with every adapter folded into its base weights.
+
+    A fine-tuning checkpoint records its model transform (LoRA) in its context: the model is
+    built with it, so the adapter weights have somewhere to load. A trainable-only checkpoint
+    holds just the adapters; their frozen base comes from the checkpoint named in its
+    manifest (`base_weights`)."""
+    from nemo_lite.io import load_context
+    from nemo_lite.io.errors import ContextError
+    from nemo_lite.lightning.model_state import load_model_state, merge_parts
+
+    chunk = build_without_init(config)
+    try:
+        transform = load_context(ckpt, subpath="model.model_transform")
+    except ContextError:
+        transform = None
+    if transform is not None:
+        transform([chunk])
+    if manifest.get("model_part") != "trainable":
+        state = _read(chunk, ckpt, "all")  # base weights (and adapters, if any) all in ckpt
+    else:
+        base = manifest.get("base_weights")
+        if not base or not Path(base).exists():
+            raise HFCheckpointError(
+                f"{ckpt} holds only LoRA adapters; their base weights come from {base}, which "
+                "does not exist: put that checkpoint back at that path.")
+        state = merge_parts(_read(chunk, Path(base), "frozen"), _read(chunk, ckpt, "trainable"))
+    load_model_state([chunk], [state])
+    if transform is not None and hasattr(transform, "merge"):
+        transform.merge([chunk])
+    return chunk
+
+
+def _read(chunk: Any, path: Path, part: str) -> dict[str, Any]:
+    from nemo_lite.lightning.checkpoint_io import MegatronCheckpointIO
+    from nemo_lite.lightning.model_state import model_sharded_state_dict
+
+    return MegatronCheckpointIO().load_checkpoint(
+        path, sharded_state_dict=model_sharded_state_dict([chunk], part))["model"][0]
 
 
 class _ShardWriter:
@@ -90,7 +152,7 @@ class _ShardWriter:
         nbytes = tensor.numel() * tensor.element_size()
         if self.pending and self.size + nbytes > self.limit:
             self._flush()
-        self.pending[name] = tensor.detach().contiguous().clone()
+        self.pending[name] = tensor.detach().contiguous()  # the model outlives the shard: no copy
         self.size += nbytes
 
     def _flush(self) -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 from typing import Any
 
 from nemo_lite.llm.hf.source import HFCheckpointError
 
+# each module: ARCHITECTURES, rules(config), config_from_hf(hf, dtype), config_to_hf(config, ...)
+FAMILY_MODULES = ("nemo_lite.llm.hf.llama", "nemo_lite.llm.hf.mixtral", "nemo_lite.llm.hf.gpt2")
+
+
+def _families() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in FAMILY_MODULES]
+
 
 def family_for(architecture: str) -> ModuleType:
     """The family module (rules, config_from_hf, config_to_hf) of `architecture`."""
-    from nemo_lite.llm.hf import llama
-
-    for module in (llama,):
+    for module in _families():
         if architecture in module.ARCHITECTURES:
             return module
     raise HFCheckpointError(
@@ -21,9 +27,7 @@ def family_for(architecture: str) -> ModuleType:
 
 
 def supported() -> list[str]:
-    from nemo_lite.llm.hf import llama
-
-    return [*llama.ARCHITECTURES]
+    return [name for module in _families() for name in module.ARCHITECTURES]
 
 
 def model_class(config: Any) -> Any:
@@ -49,6 +53,8 @@ def architecture_of(config: Any) -> str:
         if config.add_qkv_bias:
             return "Qwen2ForCausalLM"
         return "LlamaForCausalLM"
+    if config.position_embedding_type == "learned_absolute":
+        return "GPT2LMHeadModel"
     raise HFCheckpointError(
         f"{type(config).__name__} has no Hugging Face counterpart here: export supports "
         f"{', '.join(supported())}.")

@@ -59,6 +59,11 @@ def config_from_hf(hf: dict[str, Any], dtype: Any, seq_length: int | None = None
     """`llm.LlamaConfig` with the Hugging Face config's shape and numerics."""
     from nemo_lite import llm
 
+    return llm.LlamaConfig(**config_arguments(hf, dtype, seq_length))
+
+
+def config_arguments(hf: dict[str, Any], dtype: Any, seq_length: int | None) -> dict[str, Any]:
+    """The LlamaConfig arguments of a Llama-style Hugging Face config (checked first)."""
     architecture = hf["architectures"][0]
     if hf.get("hidden_act", "silu") != "silu":
         raise UnsupportedConfigError(f"hidden_act={hf['hidden_act']!r}: only silu (SwiGLU) is "
@@ -67,7 +72,7 @@ def config_from_hf(hf: dict[str, Any], dtype: Any, seq_length: int | None = None
         raise UnsupportedConfigError("attention_bias / mlp_bias on the output projections: not "
                                      "supported (Qwen2's QKV bias is).")
     if hf.get("sliding_window") and hf.get("use_sliding_window", True) and \
-            architecture in ("MistralForCausalLM",):
+            architecture in ("MistralForCausalLM", "MixtralForCausalLM"):
         raise UnsupportedConfigError(
             f"sliding_window={hf['sliding_window']}: sliding-window attention is not supported; "
             "Mistral v0.2 and later have none (sliding_window null).")
@@ -89,7 +94,7 @@ def config_from_hf(hf: dict[str, Any], dtype: Any, seq_length: int | None = None
         raise UnsupportedConfigError(f"rope_scaling type {rope_type!r}: only Llama 3.1's "
                                      "'llama3' scaling is supported.")
     max_positions = hf.get("max_position_embeddings", 4096)
-    return llm.LlamaConfig(
+    return dict(
         num_layers=hf["num_hidden_layers"],
         hidden_size=hf["hidden_size"],
         ffn_hidden_size=hf["intermediate_size"],

@@ -83,7 +83,6 @@ class TensorReader:
         self.directory = directory
         self.files: dict[str, Path] = {}  # tensor name -> file
         self.safetensors = True
-        self._open: dict[Path, Any] = {}  # safetensors handles (memory-mapped)
         self._bin_cache: dict[Path, Any] = {}  # one .bin shard at a time
         if (directory / SAFE_INDEX).is_file():
             self._from_index(directory / SAFE_INDEX)
@@ -111,19 +110,21 @@ class TensorReader:
             self.files[name] = path
 
     def _from_file(self, path: Path) -> None:
-        for name in self._handle(path).keys():
-            self.files[name] = path
+        with self._handle(path) as handle:
+            for name in handle.keys():
+                self.files[name] = path
 
-    def _handle(self, path: Path) -> Any:
-        if path not in self._open:
-            from safetensors import safe_open
+    @staticmethod
+    def _handle(path: Path) -> Any:
+        """The file memory-mapped, for one use: closing it unmaps the pages read, so the
+        process does not keep the whole checkpoint resident while converting."""
+        from safetensors import safe_open
 
-            try:
-                self._open[path] = safe_open(str(path), framework="pt")
-            except Exception as error:  # noqa: BLE001 - safetensors raises several kinds
-                raise HFCheckpointError(f"{path}: not a readable safetensors file (truncated or "
-                                        f"corrupt: {' '.join(str(error).split())}).") from None
-        return self._open[path]
+        try:
+            return safe_open(str(path), framework="pt")
+        except Exception as error:  # noqa: BLE001 - safetensors raises several kinds
+            raise HFCheckpointError(f"{path}: not a readable safetensors file (truncated or "
+                                    f"corrupt: {' '.join(str(error).split())}).") from None
 
     def _bin(self, path: Path) -> dict[str, Any]:
         import torch
@@ -147,7 +148,10 @@ class TensorReader:
         if not self.safetensors:
             return self._bin(path)[name]
         try:
-            return self._handle(path).get_tensor(name)
+            with self._handle(path) as handle:
+                return handle.get_tensor(name)
+        except HFCheckpointError:
+            raise
         except Exception as error:  # noqa: BLE001
             raise HFCheckpointError(f"{path}: tensor {name} cannot be read (truncated or "
                                     f"corrupt: {' '.join(str(error).split())}).") from None

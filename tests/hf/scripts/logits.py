@@ -1,6 +1,6 @@
 """Logits of an imported checkpoint in a parallel layout, gathered to global rank 0.
 
-Usage: torchrun --nproc-per-node N logits.py TOKENS.pt TP PP SP CKPT OUT.pt [CKPT OUT.pt ...]
+Usage: torchrun --nproc-per-node N logits.py TOKENS.pt TP,PP,SP,EP CKPT OUT.pt [CKPT OUT.pt ...]
 Each checkpoint's weights load into this layout (resharded by dist_checkpointing); one forward
 through megatron's schedule (forward only, so pipeline stages pass activations); the last
 stage gathers the vocabulary-parallel logits over TP and its first rank saves [b, s, V].
@@ -16,16 +16,17 @@ import torch.distributed as dist
 
 
 def main() -> None:
-    tokens_path, tp, pp, sp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-    pairs = list(zip(sys.argv[5::2], sys.argv[6::2], strict=True))
+    tokens_path, (tp, pp, sp, ep) = sys.argv[1], map(int, sys.argv[2].split(","))
+    pairs = list(zip(sys.argv[3::2], sys.argv[4::2], strict=True))
     dist.init_process_group("gloo")
     for ckpt, out_path in pairs:
-        logits(ckpt, tokens_path, out_path, tp, pp, sp)
+        logits(ckpt, tokens_path, out_path, tp, pp, bool(sp), ep)
     dist.barrier()
     dist.destroy_process_group()
 
 
-def logits(ckpt: str, tokens_path: str, out_path: str, tp: int, pp: int, sp: bool) -> None:
+def logits(ckpt: str, tokens_path: str, out_path: str, tp: int, pp: int, sp: bool,
+           ep: int) -> None:
     from megatron.core import parallel_state as ps
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -36,13 +37,14 @@ def logits(ckpt: str, tokens_path: str, out_path: str, tp: int, pp: int, sp: boo
     from nemo_lite.lightning.megatron_setup import init_parallel_state, write_model_config
 
     layout = ParallelLayout(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
-                            sequence_parallel=sp)
+                            sequence_parallel=sp, expert_model_parallel_size=ep)
     init_parallel_state(layout, seed=1234, on_cuda=False)
     config = load_context(ckpt, subpath="model.config")
     write_model_config(config, layout, nl.MegatronMixedPrecision("32"), on_cuda=False)
     tokens = torch.load(tokens_path)
     b, s = tokens.shape
-    config.seq_length = s
+    if config.position_embedding_type != "learned_absolute":  # a learned table fixes it
+        config.seq_length = s
     chunk = config.configure_model()
     load_model_weights([chunk], ckpt)
     chunk.eval()
