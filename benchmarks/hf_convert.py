@@ -3,10 +3,12 @@ same bytes, measured in one run.
 
 Writes a randomly initialised Llama-3.2-1B-shaped checkpoint (bf16, tied embeddings, two
 safetensors shards + index: ~2.5 GB) to --work, then, each in a fresh process:
-  baseline   read every tensor from the safetensors files and torch.save them (same bytes)
+  baseline   read every tensor from the safetensors files and torch.save them (same bytes);
+             baseline_fsync also fsyncs the file, as nemo_lite's checkpoint commit does
   import     llm.import_ckpt(source="hf://...")   -> a nemo_lite checkpoint
   export     llm.export_ckpt(...)                  -> safetensors again
-Prints seconds, GB/s and the ratios baseline / import and baseline / export (target >= 0.7),
+Prints seconds, GB/s and the ratios baseline_fsync / import and baseline / export (target
+>= 0.7),
 and each process's peak resident memory above its resident memory before converting, beside
 the largest tensor and the whole checkpoint (target for import: <= 1.5 GB).
 
@@ -81,7 +83,7 @@ from nemo_lite import llm
 import nemo_lite.llm.hf.convert, nemo_lite.llm.hf.export, nemo_lite.lightning.checkpoint_io
 base = rss_mb()
 start = time.perf_counter()
-if what == "baseline":
+if what.startswith("baseline"):
     from safetensors import safe_open
     index = json.loads((Path(src) / "model.safetensors.index.json").read_text())["weight_map"]
     out = {}
@@ -90,6 +92,10 @@ if what == "baseline":
             for name in f.keys():
                 out[name] = f.get_tensor(name)
     torch.save(out, dst)
+    if what == "baseline_fsync":  # what nemo_lite's checkpoint commit does before its rename
+        import os
+        with open(dst, "rb+") as f:
+            os.fsync(f.fileno())
 elif what == "import":
     llm.import_ckpt(source=f"hf://{src}", output_path=dst)
 else:
@@ -123,15 +129,17 @@ def main() -> None:
           f"tensor {largest / 1e9:.2f} GB")
     rows = {}
     for what, src, dst in (("baseline", source, args.work / "baseline.pt"),
+                           ("baseline_fsync", source, args.work / "baseline_fsync.pt"),
                            ("import", source, args.work / "nemo"),
                            ("export", args.work / "nemo", args.work / "exported")):
         rows[what] = r = child(what, src, dst)
-        print(f"{what:<9} {r['seconds']:7.1f} s  {gb / r['seconds']:.2f} GB/s  peak RSS "
+        print(f"{what:<14} {r['seconds']:7.1f} s  {gb / r['seconds']:.2f} GB/s  peak RSS "
               f"{r['peak_mb'] * 2**20 / 1e9:.2f} GB, above start "
               f"{(r['peak_mb'] - r['base_mb']) * 2**20 / 1e9:.2f} GB")
-    for what in ("import", "export"):
-        print(f"ratio {what}: baseline / {what} time = "
-              f"{rows['baseline']['seconds'] / rows[what]['seconds']:.2f} (target >= 0.7)")
+    # import commits its checkpoint durably (fsync, then rename); export writes without fsync
+    for what, base in (("import", "baseline_fsync"), ("export", "baseline")):
+        print(f"ratio {what}: {base} / {what} time = "
+              f"{rows[base]['seconds'] / rows[what]['seconds']:.2f} (target >= 0.7)")
     above = (rows["import"]["peak_mb"] - rows["import"]["base_mb"]) * 2**20  # bytes
     print(f"import memory: peak - start {above / 1e9:.2f} GB = {above / total:.2f} x the "
           f"checkpoint, {above / largest:.1f} x the largest tensor (target <= 1.5 GB)")
