@@ -12,8 +12,10 @@ if [ $# -eq 0 ]; then  # both legs: the 3.12 environment installs while the 3.11
   (PYTHON=${PYTHON312:-python3.12} VENV=.venv312 bash scripts/setup.sh > runs/py312_setup.log 2>&1) &
   setup312=$!
 fi
+# two pytest workers: the suite's processes leave half of 2 cores idle when run one at a time
+# (tests/conftest.py groups the tests so module fixtures and the test daemons start once)
 start=$SECONDS
-.venv/bin/python -m pytest -q --durations=25 "$@"
+.venv/bin/python -m pytest -q -n "${NEMO_LITE_TEST_WORKERS:-2}" --durations=25 "$@"
 echo "== py3.11 suite: $((SECONDS - start)) s"
 if [ -n "$setup312" ]; then
   wait "$setup312" || { cat runs/py312_setup.log; exit 1; }

@@ -12,6 +12,6 @@ rm -rf runs/py312 && mkdir -p runs/py312
 bash scripts/quickstart.sh log.log_dir=runs/py312 | tee runs/py312/quickstart.log
 grep -q "^step 20/20 | loss" runs/py312/quickstart.log
 echo "== py3.12 quickstart: $((SECONDS - start)) s"
-.venv312/bin/python -m pytest -q -p no:cacheprovider --durations=10 tests/distributed/test_parity.py \
+.venv312/bin/python -m pytest -q -n "${NEMO_LITE_TEST_WORKERS:-2}" -p no:cacheprovider --durations=10 tests/distributed/test_parity.py \
   tests/distributed/test_resume.py "$@"
 echo "== py3.12 leg: $((SECONDS - start)) s"

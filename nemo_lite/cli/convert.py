@@ -73,6 +73,7 @@ def _check_import(arguments: dict[str, Any]) -> list[str]:
 
 
 def _check_export(arguments: dict[str, Any]) -> list[str]:
+    from nemo_lite.lightning.checkpoint_dir import resolve_checkpoint_path
     from nemo_lite.lightning.checkpoint_io import checkpoint_problem
     from nemo_lite.llm.hf.source import HFCheckpointError
 
@@ -81,7 +82,7 @@ def _check_export(arguments: dict[str, Any]) -> list[str]:
         raise HFCheckpointError("export needs path=CHECKPOINT and output_path=DIR.")
     if arguments.get("target", "hf") != "hf":
         raise HFCheckpointError(f"target={arguments['target']!r}: only 'hf' is supported.")
-    problem, manifest = checkpoint_problem(Path(path))
+    problem, manifest = checkpoint_problem(resolve_checkpoint_path(path))
     if problem:
         raise HFCheckpointError(problem)
     if Path(output).exists() and not arguments.get("overwrite"):

@@ -165,9 +165,8 @@ def plan_task(task: Any, executor: Any = None, check_paths: bool = True) -> Laun
 def _check_checkpoint_paths(task: Any) -> None:
     """A restore or resume path that is not a complete nemo_lite checkpoint fails here, once,
     before any rank starts (each rank would otherwise report it)."""
-    from pathlib import Path
 
-    from nemo_lite.lightning.checkpoint_dir import CheckpointError
+    from nemo_lite.lightning.checkpoint_dir import CheckpointError, resolve_checkpoint_path
     from nemo_lite.lightning.checkpoint_io import checkpoint_problem
 
     resume = _value(task, "resume")
@@ -176,6 +175,6 @@ def _check_checkpoint_paths(task: Any) -> None:
              "resume.restore_config.path": _value(restore, "path") if restore is not None else None}
     for key, path in paths.items():
         if path:
-            problem, _ = checkpoint_problem(Path(str(path)))
+            problem, _ = checkpoint_problem(resolve_checkpoint_path(str(path)))
             if problem:
                 raise CheckpointError(f"{key}: {problem}")

@@ -24,6 +24,28 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: the message names the path, the problem and the fix."""
 
 
+NEMO_SCHEME = "nemo://"
+
+
+def nemo_home() -> Path:
+    """NeMo's `NEMO_HOME` (default ~/.cache/nemo): imported models live under `models/`."""
+    return Path(os.environ.get("NEMO_HOME", Path.home() / ".cache" / "nemo"))
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """`nemo://<org>/<name>` (NeMo's name for an imported model) is
+    `$NEMO_HOME/models/<org>/<name>`, where `llm.import_ckpt` writes by default; any other path
+    is itself."""
+    text = str(path)
+    if not text.startswith(NEMO_SCHEME):
+        return Path(text)
+    name = text[len(NEMO_SCHEME):].strip("/")
+    if not name or ".." in Path(name).parts:
+        raise CheckpointError(f"{text}: expected nemo://<org>/<name> (a model imported under "
+                              f"{nemo_home() / 'models'}).")
+    return nemo_home() / "models" / name
+
+
 def file_table(root: Path, checksums: bool) -> dict[str, dict[str, int]]:
     table = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,6 +28,16 @@ def _ranks() -> tuple[int, int]:
     """(global, local) rank from the launcher's environment: known before any process group."""
     local = int(os.environ.get("LOCAL_RANK", 0))
     return int(os.environ.get("RANK", local)), local
+
+
+def _launchers_version() -> str | None:
+    """The version the launching process picked, in a rank it started (Lightning starts ranks
+    1..N-1 as its children, rank 0 being itself). The value names the process that picked it,
+    so a process that merely inherits the variable (a later run started from the same shell or
+    test) picks its own."""
+    picker, _, version = os.environ.get(VERSION_ENV, "").partition(":")
+    started_by_picker = picker == str(os.getppid()) and int(os.environ.get("LOCAL_RANK", 0)) > 0
+    return (version or None) if started_by_picker else None
 
 
 class NeMoLogger(IOMixin):
@@ -66,11 +77,11 @@ class NeMoLogger(IOMixin):
         if self.explicit_log_dir:
             return Path(self.explicit_log_dir)
         root = Path(self.log_dir or os.environ.get("NEMO_LITE_LOG_DIR", "nemo_experiments"))
-        version = self.version or os.environ.get(VERSION_ENV)
+        version = self.version or _launchers_version()
         if version is None and self.use_datetime_version and not resume_if_exists:
-            # every rank must agree: the launching process picks it, spawned ranks inherit it
             version = time.strftime("%Y-%m-%d_%H-%M-%S")
-            os.environ[VERSION_ENV] = version
+        if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # ranks this process starts inherit it
+            os.environ[VERSION_ENV] = f"{os.getpid()}:{version or ''}"
         return root / self.name / version if version else root / self.name
 
     def setup(self, trainer: Any, resume_if_exists: bool = False) -> Path:
@@ -80,7 +91,11 @@ class NeMoLogger(IOMixin):
         run_dir = self.run_dir(resume_if_exists).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         global_rank, local_rank = _ranks()
-        trainer._default_root_dir = str(run_dir)
+        if hasattr(trainer, "use_run_dir"):  # nl.Trainer
+            trainer.use_run_dir(str(run_dir))
+        else:
+            warnings.warn("NeMoLogger: a plain Lightning Trainer keeps its own default_root_dir "
+                          f"(not {run_dir}); use nl.Trainer for one run directory.", stacklevel=2)
 
         ckpt = self.ckpt
         existing = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]

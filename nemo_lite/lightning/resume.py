@@ -11,6 +11,7 @@ from nemo_lite.lightning.checkpoint_dir import (
     INCOMPLETE_SUFFIX,
     CheckpointError,
     find_latest_checkpoint,
+    resolve_checkpoint_path,
 )
 from nemo_lite.lightning.ignored_options import warn_if_set
 
@@ -27,12 +28,13 @@ class RestoreConfig:
     of the data module's config here.
     """
 
-    path: str
+    path: str  # a checkpoint directory, or nemo://<org>/<name> (an imported model)
     load_model_state: bool = True
     load_optim_state: bool = False
     load_artifacts: bool = False
 
     def __post_init__(self) -> None:
+        self.path = str(resolve_checkpoint_path(self.path))
         warn_if_set("RestoreConfig", "load_artifacts", self.load_artifacts, False,
                     "give the tokenizer to the data module (data.tokenizer=PATH)")
         if self.load_optim_state and not self.load_model_state:
@@ -72,7 +74,7 @@ class AutoResume(IOMixin):
     def checkpoint_path(self, checkpoint_dir: str | Path | None = None) -> Path | None:
         """The checkpoint to resume, or None to start fresh. Pure filesystem; no process group."""
         if self.resume_from_path:
-            path = Path(self.resume_from_path)
+            path = resolve_checkpoint_path(self.resume_from_path)
             if not path.exists():
                 raise CheckpointError(f"resume_from_path={path}: no such checkpoint.")
             return path
@@ -99,7 +101,11 @@ class AutoResume(IOMixin):
             log.info("resuming from checkpoint %s", path)
             trainer.ckpt_path = str(path)
         elif self.restore_config is not None:
-            trainer.strategy.restore_config = self.restore_config
+            restore_from = getattr(trainer.strategy, "restore_from", None)
+            if restore_from is None:
+                raise TypeError("AutoResume(restore_config=...) needs nl.MegatronStrategy, which "
+                                f"loads the weights; the trainer has {type(trainer.strategy).__name__}.")
+            restore_from(self.restore_config)
         return path
 
 

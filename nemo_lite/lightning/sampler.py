@@ -10,6 +10,7 @@ from the exact next sample.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 PAD_INDEX = -1  # a sample index that datasets turn into an all-masked sample
@@ -80,13 +81,25 @@ class UnsizedBatches:
         return iter(self.sampler)
 
 
-def count_eval_limits_in_global_batches(trainer: Any, num_microbatches: int) -> None:
+@dataclass(frozen=True)
+class EvalLimits:
+    """The trainer's `limit_val_batches` / `limit_test_batches` as the user gave them: in steps
+    (global batches) for an int, a fraction of the loader for a float."""
+
+    val: int | float
+    test: int | float
+
+
+def count_eval_limits_in_global_batches(trainer: Any, num_microbatches: int,
+                                        user_limits: EvalLimits | None = None) -> EvalLimits:
     """`limit_val_batches=N` means N validation steps (global batches); Lightning counts the
-    loader's items, which are micro-batches here (each step pulls all of its own)."""
-    if getattr(trainer, "_nemo_lite_limits_scaled", False):
-        return
-    for name in ("limit_val_batches", "limit_test_batches"):
-        limit = getattr(trainer, name)
+    loader's items, which are micro-batches here (each step pulls all of its own).
+
+    Sets the trainer's limits to `user_limits` (read from the trainer when None: the first
+    setup) times `num_microbatches`, and returns the user's limits for the caller to keep, so a
+    second setup (validate after fit) scales the user's values, not already-scaled ones."""
+    limits = user_limits or EvalLimits(trainer.limit_val_batches, trainer.limit_test_batches)
+    for name, limit in (("limit_val_batches", limits.val), ("limit_test_batches", limits.test)):
         if isinstance(limit, int) and limit > 0:
             setattr(trainer, name, limit * num_microbatches)
-    trainer._nemo_lite_limits_scaled = True
+    return limits

@@ -45,7 +45,7 @@ from nemo_lite.lightning.megatron_setup import init_parallel_state, write_model_
 from nemo_lite.lightning.parallel import MegatronParallel
 from nemo_lite.lightning.precision import as_megatron_precision
 from nemo_lite.lightning.progress import use_printed_progress
-from nemo_lite.lightning.sampler import count_eval_limits_in_global_batches
+from nemo_lite.lightning.sampler import EvalLimits, count_eval_limits_in_global_batches
 from nemo_lite.lightning.step_metrics import add_step_metrics
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         self.should_setup_optimizers = setup_optimizers
         self.init_model_parallel = init_model_parallel
         self.restore_config = restore_config
+        # the trainer's eval limits in steps, as the user gave them (kept at the first setup)
+        self.eval_limits: Optional[EvalLimits] = None
         self.ckpt_load_optimizer = ckpt_load_optimizer
         self.ckpt_save_optimizer = ckpt_save_optimizer
         self.save_ckpt_format = save_ckpt_format
@@ -235,7 +237,8 @@ class MegatronStrategy(DDPStrategy, IOMixin):
                 "clipping lives in megatron's optimizer; set OptimizerConfig(clip_grad=...)."
             )
         fitting = trainer.state.fn == TrainerFn.FITTING
-        count_eval_limits_in_global_batches(trainer, self.num_microbatches)
+        self.eval_limits = count_eval_limits_in_global_batches(trainer, self.num_microbatches,
+                                                               self.eval_limits)
         add_step_metrics(trainer)
         if self.replace_progress_bar:
             use_printed_progress(trainer, self.progress_interval)
@@ -298,6 +301,11 @@ class MegatronStrategy(DDPStrategy, IOMixin):
 
     def optimizer_state(self, optimizer: Any) -> dict[str, Any]:
         return {}  # likewise
+
+    def restore_from(self, restore_config: Any) -> None:
+        """Start from the weights (and, if asked, the optimizer) of `restore_config.path` at
+        setup: AutoResume's choice when a run resumes nothing (the `restore_config` argument)."""
+        self.restore_config = restore_config
 
     def layout_record(self) -> dict[str, Any]:
         """The layout a checkpoint records (a different one on load means a reshard)."""

@@ -38,6 +38,11 @@ class Trainer(pl.Trainer, IOMixin):
         quiet_run()
         super().__init__(*args, **kwargs)
 
+    def use_run_dir(self, path: str) -> None:
+        """Make `path` (NeMoLogger's run directory) Lightning's `default_root_dir`: where its
+        profilers and default loggers write, and what the run summary names."""
+        self._default_root_dir = path
+
     def _validate_layout(self, model: Any, datamodule: Any) -> None:
         from nemo_lite.lightning.strategy import MegatronStrategy
 

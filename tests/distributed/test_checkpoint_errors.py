@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from .conftest import torchrun
+from tests._support.ranks import torchrun
 
 pytestmark = pytest.mark.distributed
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import read_losses, read_val_losses, run_checkpointed
+from tests._support.ranks import read_losses, read_val_losses, run_checkpointed
 
 pytestmark = pytest.mark.distributed
 

@@ -4,7 +4,7 @@ q/k/v gradients), and block-diagonal for packed sequences. The checks live in th
 
 import pytest
 
-from .conftest import torchrun
+from tests._support.ranks import torchrun
 
 pytestmark = pytest.mark.distributed
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import torchrun
+from tests._support.ranks import torchrun
 
 pytestmark = pytest.mark.distributed
 

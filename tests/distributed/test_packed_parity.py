@@ -14,8 +14,7 @@ import pytest
 
 from nemo_lite.llm.data.finetuning import load_examples
 from nemo_lite.llm.tokenizer import ByteTokenizer
-
-from .conftest import torchrun
+from tests._support.ranks import torchrun
 
 pytestmark = pytest.mark.distributed
 

@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from .conftest import run_layouts
+from tests._support.ranks import run_layouts
 
 pytestmark = pytest.mark.distributed
 

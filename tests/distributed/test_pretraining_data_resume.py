@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import torchrun
+from tests._support.ranks import torchrun
 
 pytestmark = pytest.mark.distributed
 

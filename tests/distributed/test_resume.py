@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SCRIPTS, read_losses, run_checkpointed
+from tests._support.ranks import SCRIPTS, read_losses, run_checkpointed
 
 pytestmark = pytest.mark.distributed
 

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.executors.conftest import TIMINGS, experiment_job_dir, git_repo, nemo_cli, step_losses
+from tests._support.jobs import experiment_job_dir, git_repo, nemo_cli, step_losses
+from tests._support.wall_times import record as record_wall_time
 
 pytestmark = pytest.mark.distributed
 
 
 
 
-def test_cli_pretrains_tiny_gpt_on_two_ranks_in_a_container(docker_engine, docker_env, tmp_path):
+def test_cli_pretrains_tiny_gpt_on_two_ranks_in_a_container(docker_engine, docker_env, tmp_path,
+                                                            record_property):
     """`nemo llm pretrain --factory tiny_gpt run.executor=docker ...` from a git repository: the
     git packager archives it into the job directory, torchrun starts 2 ranks in the container."""
     repo = git_repo(tmp_path / "project")
@@ -29,8 +31,8 @@ def test_cli_pretrains_tiny_gpt_on_two_ranks_in_a_container(docker_engine, docke
                  f"run.executor.container_image={docker_engine['image']}",
                  "run.executor.ntasks_per_node=2", "run.name=tiny", "trainer.max_steps=10", "-y",
                  env=docker_env, cwd=repo)
-    TIMINGS.append(("docker: nemo llm pretrain tiny_gpt, 2 ranks, 10 steps (CLI to exit)",
-                    time.monotonic() - start))
+    record_wall_time(record_property, "docker: nemo llm pretrain tiny_gpt, 2 ranks, 10 steps (CLI to exit)",
+                    time.monotonic() - start)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     job_dir = experiment_job_dir(docker_env, "tiny")
     assert (job_dir / "code" / "README.md").exists()  # the git archive is the working directory

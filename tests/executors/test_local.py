@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from tests.executors.conftest import BIN, TIMINGS, step_losses
+from tests._support.jobs import BIN, step_losses
+from tests._support.wall_times import record as record_wall_time
 
 
 @pytest.mark.distributed
-def test_local_executor_runs_tiny_gpt_as_one_rank(tmp_path):
+def test_local_executor_runs_tiny_gpt_as_one_rank(tmp_path, record_property):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
            "NEMORUN_HOME": str(tmp_path / "nemorun_home"), "OMP_NUM_THREADS": "1"}
     start = time.monotonic()
@@ -22,8 +23,8 @@ def test_local_executor_runs_tiny_gpt_as_one_rank(tmp_path):
          "trainer.devices=1", "trainer.strategy.tensor_model_parallel_size=1",
          "trainer.max_steps=10", "-y"], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=300)
-    TIMINGS.append(("local: nemo llm pretrain tiny_gpt, 1 rank, 10 steps (CLI to exit)",
-                    time.monotonic() - start))
+    record_wall_time(record_property, "local: nemo llm pretrain tiny_gpt, 1 rank, 10 steps (CLI to exit)",
+                    time.monotonic() - start)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "nemo_experiments" / "default"
     assert (run_dir / "checkpoints" / "step=10-consumed_samples=80" / "nemo_lite.json").exists()
@@ -63,7 +64,8 @@ if __name__ == "__main__":
 
 
 @pytest.mark.distributed
-def test_an_experiment_pretrains_then_validates_and_fails_when_a_task_fails(tmp_path):
+def test_an_experiment_pretrains_then_validates_and_fails_when_a_task_fails(tmp_path,
+                                                                            record_property):
     """run_experiment: tasks run one after the other in one NeMo-Run experiment; validation
     loads the pretraining checkpoint (its loss is the trained model's); a failing task makes
     the launcher exit non-zero, naming it."""
@@ -72,8 +74,8 @@ def test_an_experiment_pretrains_then_validates_and_fails_when_a_task_fails(tmp_
     start = time.monotonic()
     proc = subprocess.run([str(BIN / "python"), "launch.py", str(tmp_path / "runs"), "ok"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
-    TIMINGS.append(("torchrun: experiment pretrain 12 steps + validate, 2 ranks",
-                    time.monotonic() - start))
+    record_wall_time(record_property, "torchrun: experiment pretrain 12 steps + validate, 2 ranks",
+                    time.monotonic() - start)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "RESULTS [('pretrain', 'SUCCEEDED'), ('validate', 'SUCCEEDED')]" in proc.stdout

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.executors.conftest import (
-    TIMINGS,
+from tests._support.jobs import (
     all_job_count,
     experiment_job_dir,
     git_repo,
@@ -23,13 +22,14 @@ from tests.executors.conftest import (
     slurm_args,
     step_losses,
 )
+from tests._support.wall_times import record as record_wall_time
 
 pytestmark = pytest.mark.distributed
 
 
 
 
-def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path):
+def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path, record_property):
     """`nemo llm pretrain --factory tiny_gpt run.executor=slurm ...` from a git repository: the
     default git packager archives it, sbatch runs torchrun with 2 ranks, sacct says COMPLETED."""
     repo = git_repo(tmp_path / "project")
@@ -37,8 +37,8 @@ def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path):
     proc = nemo_cli("llm", "pretrain", "--factory", "tiny_gpt", "run.executor=slurm",
                  *slurm_args(job_env), "run.executor.ntasks_per_node=2", "run.name=tiny",
                  "trainer.max_steps=10", "-y", env=job_env, cwd=repo)
-    TIMINGS.append(("slurm: nemo llm pretrain tiny_gpt, 2 ranks, 10 steps (CLI to exit)",
-                    time.monotonic() - start))
+    record_wall_time(record_property, "slurm: nemo llm pretrain tiny_gpt, 2 ranks, 10 steps (CLI to exit)",
+                    time.monotonic() - start)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (job_id,) = job_ids(job_env)
     assert sacct_state(job_env, job_id) == "COMPLETED"
@@ -130,7 +130,7 @@ if __name__ == "__main__":
     assert not marker.exists()
 
 
-def test_a_requeued_job_resumes_from_its_checkpoint(job_env, tmp_path):
+def test_a_requeued_job_resumes_from_its_checkpoint(job_env, tmp_path, record_property):
     """Preemption: `scontrol requeue` after the first checkpoint; the job restarts (Slurm waits
     ~2 min before restarting a requeued job: the test moves its start time to now), resumes
     from the checkpoint and finishes."""
@@ -179,8 +179,8 @@ if __name__ == "__main__":
     finally:
         if proc.poll() is None:
             proc.kill()
-    TIMINGS.append(("slurm: tiny_gpt 2 ranks, 60 steps, requeued once (submit to exit)",
-                    time.monotonic() - start))
+    record_wall_time(record_property, "slurm: tiny_gpt 2 ranks, 60 steps, requeued once (submit to exit)",
+                    time.monotonic() - start)
     assert proc.returncode == 0, output[-5000:]
     assert f"RESULT SUCCEEDED {job_id}" in output
     assert sacct_state(job_env, job_id) == "COMPLETED"

@@ -89,9 +89,8 @@ def _trainer(**kwargs) -> nl.Trainer:
 def test_nemo_logger_checkpoints_by_default_like_nemo(tmp_path: Path, monkeypatch) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    monkeypatch.setenv("NEMO_LITE_RUN_VERSION", "v-test")  # what a launching process sets
     trainer = _trainer()
-    run_dir = nl.NeMoLogger(log_dir=str(tmp_path), wandb=None).setup(trainer)
+    run_dir = nl.NeMoLogger(log_dir=str(tmp_path), version="v-test", wandb=None).setup(trainer)
     [ckpt] = [cb for cb in trainer.callbacks if isinstance(cb, nl.ModelCheckpoint)]
     assert Path(ckpt.dirpath) == run_dir / "checkpoints"
     assert run_dir == (tmp_path / "default" / "v-test").resolve()  # <log_dir>/<name>/<version>

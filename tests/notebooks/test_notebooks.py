@@ -22,7 +22,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-from tests.notebooks.conftest import NOTEBOOK_TIMES  # noqa: E402
+from tests._support.wall_times import record as record_wall_time  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 
@@ -35,7 +35,8 @@ SLURM_VARS = ("SLURM_CONF", "NEMO_LITE_SLURM_DIR", "NEMO_LITE_SLURM_ACCOUNT",
 DOCKER_VARS = ("DOCKER_HOST", "NEMO_LITE_DOCKER_IMAGE")
 
 
-def execute(name: str, work: Path, monkeypatch, env: dict[str, str] | None = None):
+def execute(name: str, work: Path, monkeypatch, record_property,
+            env: dict[str, str] | None = None):
     """Run notebooks/<name>.ipynb in a new kernel; return (executed notebook, all its text)."""
     monkeypatch.setenv("NEMO_LITE_NOTEBOOK_DIR", str(work))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -52,7 +53,7 @@ def execute(name: str, work: Path, monkeypatch, env: dict[str, str] | None = Non
     except nbclient.exceptions.CellExecutionError as error:
         pytest.fail(f"{name}.ipynb: a cell failed:\n{str(error)[-6000:]}")
     finally:
-        NOTEBOOK_TIMES.append((f"{name}.ipynb", time.monotonic() - start))
+        record_wall_time(record_property, f"{name}.ipynb", time.monotonic() - start)
         nbformat.write(nb, work / f"{name}.executed.ipynb")
     errors = [out for cell in nb.cells for out in cell.get("outputs", [])
               if out.output_type == "error"]
@@ -72,8 +73,9 @@ def _text(output) -> str:
     return output.get("data", {}).get("text/plain", "")
 
 
-def test_quickstart_trains_tiny_gpt_on_two_ranks_and_plots_the_loss(tmp_path, monkeypatch):
-    nb, text = execute("01_quickstart", tmp_path, monkeypatch)
+def test_quickstart_trains_tiny_gpt_on_two_ranks_and_plots_the_loss(tmp_path, monkeypatch,
+                                                                    record_property):
+    nb, text = execute("01_quickstart", tmp_path, monkeypatch, record_property)
     result = json.loads((tmp_path / "01_quickstart" / "quickstart.json").read_text())
     assert result["state"] == "SUCCEEDED"
     losses = dict(result["losses"])  # from the TensorBoard events
@@ -95,8 +97,9 @@ def test_quickstart_trains_tiny_gpt_on_two_ranks_and_plots_the_loss(tmp_path, mo
     assert (run_dir / "checkpoints" / "step=10-consumed_samples=80" / "nemo_lite.json").exists()
 
 
-def test_configs_custom_steps_and_a_run_rebuilt_from_its_checkpoint(tmp_path, monkeypatch):
-    nb, text = execute("02_configs", tmp_path, monkeypatch)
+def test_configs_custom_steps_and_a_run_rebuilt_from_its_checkpoint(tmp_path, monkeypatch,
+                                                                    record_property):
+    nb, text = execute("02_configs", tmp_path, monkeypatch, record_property)
     result = json.loads((tmp_path / "02_configs" / "configs.json").read_text())
     first = {int(k): v for k, v in result["first_steps"].items()}
     continued = {int(k): v for k, v in result["continued_steps"].items()}
@@ -131,10 +134,12 @@ def _daemon_env(request, fixture: str, names: tuple[str, ...], monkeypatch) -> d
     return dict(env)
 
 
-def test_launching_on_local_torchrun_slurm_and_docker(tmp_path, monkeypatch, request):
+def test_launching_on_local_torchrun_slurm_and_docker(tmp_path, monkeypatch, request,
+                                                      record_property):
     slurm = _daemon_env(request, "slurm_cluster", SLURM_VARS, monkeypatch)
     docker = _daemon_env(request, "docker_engine", DOCKER_VARS, monkeypatch)
-    nb, text = execute("03_launching", tmp_path, monkeypatch, {**slurm, **docker})
+    nb, text = execute("03_launching", tmp_path, monkeypatch, record_property,
+                       {**slurm, **docker})
     result = json.loads((tmp_path / "03_launching" / "launching.json").read_text())
     assert result["local"]["state"] == "SUCCEEDED" and "local: SUCCEEDED in" in text
     assert result["torchrun"]["state"] == "SUCCEEDED" and "torchrun: SUCCEEDED in" in text

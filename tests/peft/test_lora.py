@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from nemo_lite.llm.peft.lora import LoRA, LoRAConfigError
-from tests.distributed.conftest import torchrun
+from tests._support.ranks import torchrun
 
 TARGETS = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2")
 LAYERS = 2

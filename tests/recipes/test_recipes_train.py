@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.conftest import torchrun
+from tests._support.ranks import torchrun
 
 pytestmark = pytest.mark.distributed
 

@@ -111,7 +111,13 @@ def test_run_directory_is_stable_when_resuming(tmp_path, monkeypatch):
     assert logger.run_dir(resume_if_exists=True) == tmp_path / "gpt"
     versioned = logger.run_dir(resume_if_exists=False)
     assert versioned.parent == tmp_path / "gpt" and versioned.name
-    # spawned ranks inherit the launcher's version through the environment
-    assert os.environ["NEMO_LITE_RUN_VERSION"] == versioned.name
-    assert NeMoLogger(name="gpt", log_dir=str(tmp_path)).run_dir() == versioned
+    # the ranks the launcher starts inherit its version through the environment, tagged with
+    # the launcher's pid; any other process that inherits the variable picks its own
+    assert os.environ["NEMO_LITE_RUN_VERSION"] == f"{os.getpid()}:{versioned.name}"
+    monkeypatch.setenv("NEMO_LITE_RUN_VERSION", f"{os.getppid()}:2020-01-01_00-00-00")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a rank started by its parent
+    assert NeMoLogger(name="gpt", log_dir=str(tmp_path)).run_dir().name == "2020-01-01_00-00-00"
+    monkeypatch.setenv("LOCAL_RANK", "0")  # the parent's own rank 0, or a later run: not it
+    monkeypatch.setenv("NEMO_LITE_RUN_VERSION", f"{os.getppid()}:2020-01-01_00-00-00")
+    assert NeMoLogger(name="gpt", log_dir=str(tmp_path)).run_dir().name != "2020-01-01_00-00-00"
     assert NeMoLogger(explicit_log_dir=str(tmp_path / "x")).run_dir() == tmp_path / "x"

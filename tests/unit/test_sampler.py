@@ -40,3 +40,18 @@ def test_bad_sizes_are_refused():
         MegatronPretrainingBatchSampler(10, 0, 3, 8, 0, 2)
     with pytest.raises(ValueError, match="no samples"):
         MegatronPretrainingBatchSampler(0, 0, 2, 8, 0, 1)
+
+
+def test_eval_limits_count_steps_however_often_the_strategy_sets_up():
+    """fit then validate sets the strategy up twice: the trainer's limits are the user's steps
+    times the micro-batches each time, never scaled twice, and the user's values are kept."""
+    from types import SimpleNamespace
+
+    from nemo_lite.lightning.sampler import EvalLimits, count_eval_limits_in_global_batches
+
+    trainer = SimpleNamespace(limit_val_batches=3, limit_test_batches=0.5)
+    kept = count_eval_limits_in_global_batches(trainer, 4)
+    assert kept == EvalLimits(val=3, test=0.5)
+    assert (trainer.limit_val_batches, trainer.limit_test_batches) == (12, 0.5)
+    assert count_eval_limits_in_global_batches(trainer, 4, kept) == kept
+    assert (trainer.limit_val_batches, trainer.limit_test_batches) == (12, 0.5)

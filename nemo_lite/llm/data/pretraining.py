@@ -30,7 +30,7 @@ from nemo_lite.llm.data.indexed_inputs import (  # noqa: F401 - errors re-export
     parse_paths,
     parse_split,
 )
-from nemo_lite.llm.data.resumable import ResumableDataMixin, data_parallel_rank_and_size
+from nemo_lite.llm.data.resumable import ResumableDataMixin
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
                 "predict": ()}
@@ -227,11 +227,12 @@ class PreTrainingDataModule(ResumableDataMixin, pl.LightningDataModule, IOMixin)
         if trainer is None:
             raise RuntimeError("PreTrainingDataModule.setup needs a trainer; outside one call "
                                "build(max_steps, ...) instead.")
-        limits = [trainer.limit_val_batches, trainer.limit_test_batches]
-        if getattr(trainer, "_nemo_lite_limits_scaled", False):  # counted in micro-batches
-            micro = self.global_batch_size // (self.micro_batch_size * data_parallel_rank_and_size()[1])
-            limits = [x // micro if isinstance(x, int) else x for x in limits]
-        self.build(trainer.max_steps, trainer.val_check_interval, *limits, stage=stage)
+        # in steps: MegatronStrategy keeps the user's values once it has scaled the trainer's
+        # to micro-batches (a validate after fit); before its first setup they are the trainer's
+        limits = getattr(trainer.strategy, "eval_limits", None)
+        val, test = ((limits.val, limits.test) if limits is not None
+                     else (trainer.limit_val_batches, trainer.limit_test_batches))
+        self.build(trainer.max_steps, trainer.val_check_interval, val, test, stage=stage)
 
     def build(self, trainer_max_steps: int,
               trainer_val_check_interval: Union[int, float, None] = None,

@@ -7,6 +7,7 @@ what keeps the padding out of the model's function (see `vocab_padding`): zero p
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from megatron.core.models.gpt import GPTModel as MCoreGPTModel
@@ -17,6 +18,12 @@ from nemo_lite.llm.gpt.vocab_padding import (
     unpad_vocab_entries,
     zero_padded_rows,
 )
+
+# megatron's LanguageModule writes a model's attention backend into these process-wide variables
+# (transformer-engine reads them) and asserts that every later model agrees. Their values when
+# this module loads are the user's choice; later values are megatron's writes for earlier models.
+NVTE_ATTENTION_VARIABLES = ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN")
+_USER_NVTE = {name: os.environ.get(name) for name in NVTE_ATTENTION_VARIABLES}
 
 
 class GPTChunk(MCoreGPTModel):
@@ -38,6 +45,18 @@ class GPTChunk(MCoreGPTModel):
             if padded_vocab_size > vocab_size:
                 layer.register_forward_hook(
                     MaskPaddedLogits(vocab_size, padded_vocab_size, start))
+
+    def _set_attention_backend(self) -> None:
+        """megatron's check, against the user's NVTE_* variables rather than an earlier model's
+        writes: models with different `attention_backend`s can be built one after another in
+        a process (a test matrix, SDPA evaluation after training). A user's variable that
+        contradicts the model's backend still fails megatron's assertion."""
+        for name, value in _USER_NVTE.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        super()._set_attention_backend()
 
     def _tp_rank(self) -> int:
         import torch.distributed as dist

@@ -11,7 +11,6 @@ temporary name and rename at the end; bad input is one error naming the file or 
 
 import contextlib
 import copy
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,13 +28,11 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq", ".masked_bias", ".attn.bias")
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
-def nemo_home() -> Path:
-    return Path(os.environ.get("NEMO_HOME", Path.home() / ".cache" / "nemo"))
-
-
 def default_output(source: str, directory: Path) -> Path:
     name = source[len("hf://"):] if source.startswith("hf://") and not source.startswith(
         "hf:///") else directory.name
+    from nemo_lite.lightning.checkpoint_dir import nemo_home
+
     return nemo_home() / "models" / name
 
 

@@ -32,13 +32,13 @@ def export_ckpt(path: str, target: str = "hf", output_path: Optional[str] = None
     import torch
 
     from nemo_lite.io import load_context
-    from nemo_lite.lightning.checkpoint_dir import read_manifest
+    from nemo_lite.lightning.checkpoint_dir import read_manifest, resolve_checkpoint_path
 
     if target != "hf":
         raise HFCheckpointError(f"target={target!r}: only 'hf' (Hugging Face) is supported.")
     if not output_path:
         raise HFCheckpointError("export_ckpt needs output_path (the directory to write).")
-    ckpt, out = Path(path), Path(output_path)
+    ckpt, out = resolve_checkpoint_path(path), Path(output_path)
     if out.exists() and not overwrite:
         raise HFCheckpointError(f"{out} exists: remove it, choose another output_path, or pass "
                                 "overwrite=True.")

@@ -33,10 +33,6 @@ def model_config(kind: str, dispatcher: str = "alltoall", vocab: int = VOCAB,
     explicit score arithmetic on CPU)."""
     from megatron.core.transformer.enums import AttnBackend
 
-    # megatron's LanguageModule writes the attention backend into process-wide NVTE_* variables
-    # and refuses a model of another backend later in the same process: each run starts clean
-    for name in ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN"):
-        os.environ.pop(name, None)
     common = dict(num_layers=4, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
                   vocab_size=vocab, hidden_dropout=0.0, attention_dropout=0.0,
                   attention_backend=AttnBackend[attention])

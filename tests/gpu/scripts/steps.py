@@ -59,10 +59,6 @@ class Record(pl.Callback):
 
 
 def run(args: argparse.Namespace, work: str) -> dict:
-    # megatron's LanguageModule writes the attention backend into process-wide NVTE_* variables
-    # and refuses a model of another backend later in the same process: each run starts clean
-    for name in ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN"):
-        os.environ.pop(name, None)
     record = Record()
     callbacks: list = [record]
     if args.overlap:

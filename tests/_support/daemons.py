@@ -1,4 +1,5 @@
-"""A real one-node Slurm cluster for the executor tests (tests/infra/slurm/start.sh), and helpers.
+"""The real daemons of the executor and notebook tests (a pytest plugin, tests/conftest.py): a
+one-node Slurm cluster (tests/infra/slurm/start.sh) and a private dockerd with the test image.
 
 The cluster starts once per session (installing Slurm with apt-get when missing: needs root) and
 stops at the end, unless it was already running before the session (then it is left running).
@@ -11,23 +12,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests._support.jobs import BIN, ROOT
+from tests._support.wall_times import PENDING, flush_pending, line
+
 INFRA = ROOT / "tests" / "infra" / "slurm"
-BIN = Path(sys.executable).parent
-TIMINGS: list[tuple[str, float]] = []
-
-
-def pytest_terminal_summary(terminalreporter):
-    if TIMINGS:
-        terminalreporter.section("executor wall times")
-        for what, seconds in TIMINGS:
-            terminalreporter.write_line(f"{seconds:6.1f} s  {what}")
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +38,7 @@ def slurm_cluster():
                           text=True, timeout=900)
     if proc.returncode != 0:
         pytest.fail(f"tests/infra/slurm/start.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    TIMINGS.append(("start the Slurm test cluster" + ("" if have_slurm else " (with install)"),
+    PENDING.append(line("start the Slurm test cluster" + ("" if have_slurm else " (with install)"),
                     time.monotonic() - start))
     env = dict(re.findall(r"^export (\w+)=(.*)$", proc.stdout, flags=re.M))
     reused = "already running" in proc.stderr
@@ -57,75 +49,13 @@ def slurm_cluster():
 
 
 @pytest.fixture
-def job_env(slurm_cluster, tmp_path):
+def job_env(slurm_cluster, tmp_path, record_property):
     """Environment for a submitting process: the cluster's, this venv first on PATH, and a
     NEMORUN_HOME of the test's own."""
+    flush_pending(record_property)  # the cluster's start, reported by its first test
     home = tmp_path / "nemorun_home"
     return {**os.environ, **slurm_cluster, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "NEMORUN_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def git_repo(path: Path, files: dict[str, str] | None = None) -> Path:
-    """A committed git repository at `path` (what the git packager archives)."""
-    path.mkdir()
-    for cmd in (["init", "-q"], ["config", "user.email", "t@example.com"],
-                ["config", "user.name", "t"]):
-        subprocess.run(["git", "-C", str(path), *cmd], check=True)
-    for name, text in {"README.md": "a project launched by nemo_lite\n", **(files or {})}.items():
-        (path / name).write_text(text)
-    subprocess.run(["git", "-C", str(path), "add", "."], check=True)
-    subprocess.run(["git", "-C", str(path), "commit", "-qm", "init"], check=True)
-    return path
-
-
-def nemo_cli(*args: str, env: dict, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    """NeMo-Run's `nemo` command of this environment."""
-    return subprocess.run([str(BIN / "nemo"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def experiment_job_dir(env: dict, title: str) -> Path:
-    """The job directory of the newest experiment `title` under env's NEMORUN_HOME."""
-    dirs = sorted((Path(env["NEMORUN_HOME"]) / "experiments" / title).glob(f"{title}_*/{title}"))
-    assert dirs, f"no experiment directory for {title}"
-    return dirs[-1]
-
-
-def slurm_args(env: dict) -> list[str]:
-    return [f"run.executor.account={env['NEMO_LITE_SLURM_ACCOUNT']}",
-            f"run.executor.partition={env['NEMO_LITE_SLURM_PARTITION']}"]
-
-
-def sacct_state(env: dict, job_id: str) -> str:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], env=env,
-                         capture_output=True, text=True, timeout=30).stdout.split()
-    return out[-1] if out else ""
-
-
-def job_ids(env: dict) -> list[str]:
-    """Slurm job ids NeMo-Run submitted under this NEMORUN_HOME, oldest first."""
-    path = Path(env["NEMORUN_HOME"]) / ".slurm_jobs"
-    if not path.exists():
-        return []
-    return [line.split("=")[0].strip() for line in path.read_text().splitlines() if "=" in line]
-
-
-def all_job_count(env: dict) -> int:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID", "-a", "-S", "now-1days"],
-                         env=env, capture_output=True, text=True, timeout=30).stdout
-    return len(out.split())
-
-
-def run_python(script: str, env: dict, cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    path = cwd / "launch.py"
-    path.write_text(script)
-    return subprocess.run([sys.executable, str(path), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def step_losses(text: str) -> dict[int, float]:
-    """{step: loss} from nemo_lite's printed progress lines ("step 3/10 | loss 6.2 | ...")."""
-    return {int(s): float(v) for s, v in re.findall(r"step (\d+)/\d+ \| loss ([\d.]+)", text)}
 
 
 DOCKER_INFRA = ROOT / "tests" / "infra" / "docker"
@@ -149,7 +79,7 @@ def docker_engine():
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"tests/infra/docker/start.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    TIMINGS.append(("start dockerd" + ("" if have else " (with install)"), time.monotonic() - start))
+    PENDING.append(line("start dockerd" + ("" if have else " (with install)"), time.monotonic() - start))
     env = dict(re.findall(r"^export (\w+)=(.*)$", proc.stdout, flags=re.M))
     reused = "already running" in proc.stderr
     start = time.monotonic()
@@ -161,7 +91,7 @@ def docker_engine():
             subprocess.run(["bash", str(DOCKER_INFRA / "stop.sh"), directory], timeout=120)
         pytest.fail(f"tests/infra/docker/build_image.sh failed:\n{build.stderr[-4000:]}")
     built = "built in" in build.stderr or "wheel ->" in build.stderr
-    TIMINGS.append((f"test image {build.stdout.strip()} ({'built' if built else 'cached'})",
+    PENDING.append(line(f"test image {build.stdout.strip()} ({'built' if built else 'cached'})",
                     time.monotonic() - start))
     yield {**env, "image": build.stdout.strip()}
     if not reused:
@@ -170,9 +100,10 @@ def docker_engine():
 
 
 @pytest.fixture
-def docker_env(docker_engine, tmp_path):
+def docker_env(docker_engine, tmp_path, record_property):
     """Environment for a launching process: the engine's DOCKER_HOST, this venv first on PATH,
     a NEMORUN_HOME of the test's own."""
+    flush_pending(record_property)  # dockerd's start and the image build, with its first test
     return {**os.environ, "DOCKER_HOST": docker_engine["DOCKER_HOST"],
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "NEMORUN_HOME": str(tmp_path / "nemorun_home"), "OMP_NUM_THREADS": "1",

@@ -1,4 +1,4 @@
-"""Helpers to run scripts under torchrun on CPU ranks (gloo)."""
+"""Run scripts of tests/distributed/scripts under torchrun on CPU ranks (gloo), and read their losses."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "distributed" / "scripts"
 
 
 def torchrun(nproc: int, script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
