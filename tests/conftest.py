@@ -30,6 +30,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
         for entry in WALL_TIMES:
             terminalreporter.write_line(entry)
 
+
 DAEMONS = "daemons"
 DAEMON_FILES = ("tests/executors/test_slurm.py", "tests/executors/test_docker.py",
                 "tests/notebooks/test_notebooks.py")

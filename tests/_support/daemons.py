@@ -1,4 +1,4 @@
-"""The real daemons of the executor and notebook tests (a pytest plugin, tests/conftest.py): a
+"""The real daemons of the executor and notebook tests (a pytest plugin, ./conftest.py): a
 one-node Slurm cluster (tests/infra/slurm/start.sh) and a private dockerd with the test image.
 
 The cluster starts once per session (installing Slurm with apt-get when missing: needs root) and
