@@ -7,7 +7,7 @@ imported with nemo_lite's import_ckpt, loaded into a megatron GPTChunk, wrapped 
 the token ids are compared with transformers' generate(do_sample=False, max_new_tokens=16).
 
 Run:  nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python docs/design/generate_prototype.py
-     (also runs unchanged under /work/main/.venv312/bin/python: megatron-core 0.19.2)
+     (also runs unchanged under .venv312/bin/python: megatron-core 0.19.2)
 Env knobs: PATCHES=none|all|device,tensor_cuda[,single] (default all; shows what each CPU
 redirection is needed for), LEGACY=0 (let StaticInferenceEngine try its dynamic path first: it
 fails on CPU and falls back), ATTN=local (megatron builds the [1,1,s,s] mask), EARLY=1 (stop at
@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import sys
 
-sys.dont_write_bytecode = True  # nothing written under /work/main
+sys.dont_write_bytecode = True  # nothing written into the checkout
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, "/work/main")  # tests/_support (read only)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the checkout: tests/_support
 
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -30,7 +30,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
-WORK = Path("/tmp/gen_proto/work")
+WORK = Path(os.environ.get("GEN_PROTO_WORK", "/tmp/gen_proto/work"))
 N_NEW = 16
 PROMPTS = ["def function_3(x):", "def f", "    return x * 12 + 5\ndef function_"]
 PATCHES = os.environ.get("PATCHES", "all")
