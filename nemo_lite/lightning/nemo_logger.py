@@ -36,7 +36,7 @@ def _launchers_version() -> str | None:
     so a process that merely inherits the variable (a later run started from the same shell or
     test) picks its own."""
     picker, _, version = os.environ.get(VERSION_ENV, "").partition(":")
-    started_by_picker = picker == str(os.getppid()) and int(os.environ.get("LOCAL_RANK", 0)) > 0
+    started_by_picker = picker == str(os.getppid()) and _ranks()[1] > 0
     return (version or None) if started_by_picker else None
 
 
@@ -80,7 +80,7 @@ class NeMoLogger(IOMixin):
         version = self.version or _launchers_version()
         if version is None and self.use_datetime_version and not resume_if_exists:
             version = time.strftime("%Y-%m-%d_%H-%M-%S")
-        if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # ranks this process starts inherit it
+        if _ranks()[1] == 0:  # the ranks this process starts inherit it
             os.environ[VERSION_ENV] = f"{os.getpid()}:{version or ''}"
         return root / self.name / version if version else root / self.name
 

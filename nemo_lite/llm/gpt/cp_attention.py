@@ -37,6 +37,8 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.utils import is_layer_window_attention
 from torch import Tensor
 
+from nemo_lite.lightning.device import is_cuda
+
 _MASK_VALUE = -10000.0  # megatron's attention_mask_func fill value (not -inf: no NaN rows)
 _CAUSAL = (AttnMaskType.causal, AttnMaskType.padding_causal)
 
@@ -200,7 +202,7 @@ class ContextParallelDotProductAttention(MegatronModule):
             return True
         if backend in (AttnBackend.local, AttnBackend.unfused):
             return False
-        return device.type == "cuda"
+        return is_cuda(device)
 
     def _attend(
         self,

@@ -29,11 +29,13 @@ DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 def default_output(source: str, directory: Path) -> Path:
+    """Where `nemo://<org>/<name>` points: `hf://<org>/<name>` keeps its name, a directory its
+    own."""
+    from nemo_lite.lightning.checkpoint_dir import NEMO_SCHEME, resolve_checkpoint_path
+
     name = source[len("hf://"):] if source.startswith("hf://") and not source.startswith(
         "hf:///") else directory.name
-    from nemo_lite.lightning.checkpoint_dir import nemo_home
-
-    return nemo_home() / "models" / name
+    return resolve_checkpoint_path(NEMO_SCHEME + name)
 
 
 @contextlib.contextmanager
