@@ -15,6 +15,7 @@ manifest and rename the directory to `<name>`. A crash or kill during a save the
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import os
@@ -153,7 +154,9 @@ class MegatronCheckpointIO(CheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
                         storage_options: dict[str, Any] | None = None) -> None:
-        """Collective. `storage_options`: `manifest` (dict) and `before_commit(tmp_dir)` (rank 0)."""
+        """Collective. `storage_options`: `manifest` (dict), `before_commit(tmp_dir)` (rank 0) and
+        `sharded_strategy` (a megatron save strategy instead of the configured one, e.g. the
+        streaming one of `streaming_save.py`)."""
         from megatron.core import dist_checkpointing
 
         options = storage_options or {}
@@ -166,7 +169,8 @@ class MegatronCheckpointIO(CheckpointIO):
         _barrier()
         extra = async_save_kwargs() if self.async_save else {}
         request = dist_checkpointing.save(checkpoint, str(tmp / WEIGHTS_DIR),
-                                          sharded_strategy=self._save_strategy(),
+                                          sharded_strategy=options.get("sharded_strategy")
+                                          or self._save_strategy(),
                                           async_sharded_save=self.async_save, **extra)
         if request is None:
             self._finalize(tmp, final, options)
@@ -202,9 +206,12 @@ class MegatronCheckpointIO(CheckpointIO):
                 self.remove_checkpoint(path)
 
     def _commit(self, tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
-        manifest.update(format=FORMAT, saved_at=time.time(),
-                        files=file_table(tmp / WEIGHTS_DIR, self.verify_checksums))
-        fsync_tree(tmp)
+        # the fsyncs wait on the disk while the checksums use the CPU: run them side by side
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            synced = pool.submit(fsync_tree, tmp)
+            files = file_table(tmp / WEIGHTS_DIR, self.verify_checksums)
+            synced.result()
+        manifest.update(format=FORMAT, saved_at=time.time(), files=files)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         with (tmp / MANIFEST).open("rb") as f:
             os.fsync(f.fileno())

@@ -1,8 +1,10 @@
 """`import_ckpt` / `export_ckpt`: Hugging Face checkpoints in and out of nemo_lite (NeMo 2.0's names).
 
-Import reads the Hugging Face config and tensors (one at a time, memory-mapped), builds the
-megatron model once on the CPU (tensor / pipeline parallel 1), fills each parameter through its
-family's rules, and writes an ordinary nemo_lite checkpoint: dist_checkpointing weights (any
+Import reads the Hugging Face config and tensor headers, builds the megatron model on the meta
+device (tensor / pipeline parallel 1: keys, shapes and shardings, no bytes), checks every name and
+shape, then streams: the checkpoint writer asks for one parameter at a time and gets it read
+and merged through its family's rules (`lightning/streaming_save.py`), so the model is never
+held in memory. It writes an ordinary nemo_lite checkpoint: dist_checkpointing weights (any
 layout loads them), `context/` (the model config and tokenizer, what `RestoreConfig` and the
 recipes use) and the tokenizer files under `tokenizer/`. Export is the inverse, into
 safetensors + config.json + the tokenizer files, which transformers loads. Both write to a
@@ -11,6 +13,7 @@ temporary name and rename at the end; bad input is one error naming the file or 
 
 import contextlib
 import copy
+import functools
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -90,10 +93,9 @@ def import_ckpt(model: Any = None, source: str = "", output_path: Optional[str] 
 
     `model`: an `llm` model (e.g. `llm.LlamaModel(llm.Llama3Config8B())`) whose config the
     weights must fit; without it, the config comes from config.json."""
-    import torch
-
     from nemo_lite.lightning.checkpoint_io import MegatronCheckpointIO
     from nemo_lite.lightning.model_state import model_sharded_state_dict
+    from nemo_lite.lightning.streaming_save import ProducedTensors, streaming_save_strategy
 
     directory = resolve_source(source)
     hf = read_config(directory)
@@ -111,19 +113,9 @@ def import_ckpt(model: Any = None, source: str = "", output_path: Optional[str] 
                                 "overwrite=True.")
     reader = TensorReader(directory)
     with single_rank():
-        chunk = build_without_init(config)
-        params = dict(chunk.named_parameters())
-        used: set[str] = set()
-        layers, vocab = config.num_layers, config.vocab_size
-        for rule in family.rules(config):
-            for name, hf_names in rule.expand(layers, getattr(config, "num_moe_experts", 0) or 0):
-                tensors = [reader.get(n) for n in hf_names]
-                used.update(hf_names)
-                value = rule.merge(tensors, config) if rule.merge else tensors[0]
-                _copy_into(params.pop(name, None), value, name, hf_names, vocab)
-        _check_coverage(reader, used, params, directory)
-        with torch.no_grad():
-            state = model_sharded_state_dict([chunk])
+        chunk = build_on_meta(config)
+        producers = plan_tensors(family, config, reader, dict(chunk.named_parameters()),
+                                 directory)
 
         def write_context(tmp: Path) -> None:
             import fiddle as fdl
@@ -139,28 +131,70 @@ def import_ckpt(model: Any = None, source: str = "", output_path: Optional[str] 
 
         if out.exists():
             shutil.rmtree(out)
-        MegatronCheckpointIO().save_checkpoint(state, out, {
+        # the weights are made one parameter at a time, as the checkpoint writer asks for them
+        MegatronCheckpointIO().save_checkpoint(model_sharded_state_dict([chunk]), out, {
             "manifest": {"step": 0, "weights_only": True, "source": str(directory),
                          "architecture": architecture},
-            "before_commit": write_context})
+            "before_commit": write_context,
+            "sharded_strategy": streaming_save_strategy(ProducedTensors(producers))})
     return out
 
 
-def _copy_into(param: Any, value: Any, name: str, hf_names: tuple[str, ...], vocab: int) -> None:
+def build_on_meta(config: Any) -> Any:
+    """The model chunk of `config` (TP = PP = 1) on the meta device: every key, shape and
+    sharding of its checkpoint, no bytes."""
     import torch
 
-    if param is None:
-        raise HFCheckpointError(f"{hf_names[0]} maps to {name}, which this model does not have "
-                                "(the config and the checkpoint disagree).")
-    target = param.data[:vocab] if _vocab_rows(name) else param.data
-    if tuple(value.shape) != tuple(target.shape):
+    with torch.device("meta"):
+        return build_without_init(config)
+
+
+def plan_tensors(family: Any, config: Any, reader: TensorReader, params: dict[str, Any],
+                 directory: Path) -> dict[Any, Any]:
+    """A producer for every parameter of the meta model, from its family's rules, after every
+    name and shape is checked against the checkpoint's headers (so bad input fails before
+    anything is written)."""
+    producers: dict[Any, Any] = {}
+    used: set[str] = set()
+    layers, vocab = config.num_layers, config.vocab_size
+    for rule in family.rules(config):
+        for name, hf_names in rule.expand(layers, getattr(config, "num_moe_experts", 0) or 0):
+            used.update(hf_names)
+            param = params.pop(name, None)
+            if param is None:
+                raise HFCheckpointError(f"{hf_names[0]} maps to {name}, which this model does "
+                                        "not have (the config and the checkpoint disagree).")
+            metas = [reader.meta(n) for n in hf_names]
+            _check_shape(rule.merge(metas, config) if rule.merge else metas[0], param, name,
+                         hf_names, vocab)
+            producers[param] = functools.partial(_value, reader, rule, hf_names, config,
+                                                 param, vocab)
+    _check_coverage(reader, used, params, directory)
+    return producers
+
+
+def _check_shape(value: Any, param: Any, name: str, hf_names: tuple[str, ...],
+                 vocab: int) -> None:
+    rows = (vocab, *param.shape[1:]) if _vocab_rows(name) else tuple(param.shape)
+    if tuple(value.shape) != rows:
         raise HFCheckpointError(
-            f"{', '.join(hf_names)}: shape {tuple(value.shape)} does not fit {name} "
-            f"{tuple(target.shape)} of the model config (check model= or config.json).")
-    with torch.no_grad():
-        target.copy_(value)
-        if _vocab_rows(name):
-            param.data[vocab:].zero_()  # padding rows (never saved, never given probability)
+            f"{', '.join(hf_names)}: shape {tuple(value.shape)} does not fit {name} {rows} "
+            "of the model config (check model= or config.json).")
+
+
+def _value(reader: TensorReader, rule: Any, hf_names: tuple[str, ...], config: Any, param: Any,
+           vocab: int) -> Any:
+    """A parameter's value, read and merged from its HF tensors, in the model's dtype; padded
+    vocabulary rows are zero (never saved by HF, never given probability)."""
+    import torch
+
+    tensors = [reader.get(n) for n in hf_names]
+    value = (rule.merge(tensors, config) if rule.merge else tensors[0]).to(param.dtype)
+    if tuple(value.shape) == tuple(param.shape):
+        return value
+    padded = torch.zeros(param.shape, dtype=param.dtype)
+    padded[:vocab].copy_(value)
+    return padded
 
 
 def _check_coverage(reader: TensorReader, used: set[str], left: dict[str, Any],

@@ -76,6 +76,12 @@ def read_config(directory: Path) -> dict[str, Any]:
             from None
 
 
+# safetensors' dtype names -> torch's
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
+                      "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                      "BOOL": "bool"}
+
+
 class TensorReader:
     """The tensors of a Hugging Face checkpoint directory, by name, read on demand."""
 
@@ -155,6 +161,24 @@ class TensorReader:
         except Exception as error:  # noqa: BLE001
             raise HFCheckpointError(f"{path}: tensor {name} cannot be read (truncated or "
                                     f"corrupt: {' '.join(str(error).split())}).") from None
+
+    def meta(self, name: str) -> Any:
+        """A meta tensor with `name`'s shape and dtype, read from the file's header only (a
+        .bin shard is memory-mapped); the truncated-file and missing-tensor errors of `get`."""
+        import torch
+
+        path = self.files.get(name)
+        if path is None:
+            raise HFCheckpointError(f"{self.directory}: tensor {name} is missing.")
+        if not self.safetensors:
+            return torch.empty_like(self._bin(path)[name], device="meta")
+        with self._handle(path) as handle:
+            part = handle.get_slice(name)
+            dtype = SAFETENSORS_DTYPES.get(part.get_dtype())
+            if dtype is None:
+                raise HFCheckpointError(f"{path}: tensor {name} has dtype {part.get_dtype()}, "
+                                        "which nemo_lite does not convert.")
+            return torch.empty(part.get_shape(), dtype=getattr(torch, dtype), device="meta")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.files)
