@@ -40,11 +40,6 @@ def launch_task(ctx: Any, fn: Any, task_args: list[str]) -> bool:
         return True
     if not ctx._should_continue(ctx.skip_confirmation):
         return True
-    import os
-
-    recipe = os.environ.get("NEMO_LITE_RECIPE")
-    if recipe and hasattr(ctx.executor, "env_vars"):  # for the run's summary, in any executor
-        ctx.executor.env_vars = {**(ctx.executor.env_vars or {}), "NEMO_LITE_RECIPE": recipe}
     try:
         executors.run_and_wait(task, ctx.executor, name=ctx.name or "nemo_lite",
                                detach=ctx.detach)

@@ -107,11 +107,7 @@ class LiteRunContext(RunContext):
         finally:
             parser_log.setLevel(level)
         from nemo_lite.cli.plan import plan_task
-        from nemo_lite.llm.gpt.summary import RECIPE_ENV
 
-        recipe = _factory_name(self.factory)
-        if recipe:  # the run's summary names it (executors pass it on, see launch_task)
-            os.environ[RECIPE_ENV] = recipe
         if "trainer" not in _target_parameters(task):  # a conversion (import / export)
             from nemo_lite.cli.convert import check_conversion
 
@@ -119,6 +115,9 @@ class LiteRunContext(RunContext):
             if self.dryrun:
                 print("\n".join(["nemo_lite conversion plan:", *("  " + x for x in lines)]))
             return task
+        recipe = _factory_name(self.factory)
+        if recipe and getattr(task, "trainer", None) is not None:  # the run's summary names it
+            task.trainer.recipe = recipe
         if self.executor is None:  # with an executor, --name names its experiment and job
             name_run_directory(task, self.name, fn, args)
         plan = plan_task(task, self.executor, check_paths=not self.dryrun)

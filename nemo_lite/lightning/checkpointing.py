@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_lite.lightning import rng
-from nemo_lite.lightning.checkpoint_dir import CheckpointError
+from nemo_lite.lightning.checkpoint_dir import CONTEXT_DIR, CheckpointError
 from nemo_lite.lightning.model_state import (
     load_model_state,
     merge_parts,
@@ -228,3 +228,16 @@ def _check_base_weights(path: Any, manifest: dict[str, Any], chunks: list[Any]) 
             f"checkpoint {path} holds only the trainable weights (e.g. LoRA adapters); its "
             f"frozen base weights come from {base}, which does not exist. Put that base "
             "checkpoint back at that path.")
+
+
+def write_run_context(module: Any, checkpoint_dir: Any) -> None:
+    """Rank 0: the run's config (trainer, model, data) next to its weights. A config that
+    cannot be written costs a warning, never the checkpoint."""
+    try:
+        from nemo_lite.io import save_context
+
+        save_context(checkpoint_dir, trainer=module.trainer, model=module,
+                     data=module.trainer.datamodule)
+    except Exception as error:  # noqa: BLE001 - any failure here must not lose weights
+        log.warning("checkpoint %s: run config not written to %s/: %s",
+                    checkpoint_dir, CONTEXT_DIR, error)

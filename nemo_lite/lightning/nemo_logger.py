@@ -40,6 +40,23 @@ def _launchers_version() -> str | None:
     return (version or None) if started_by_picker else None
 
 
+def _agreed_version(mine: str) -> str:
+    """Under torchrun (also inside Slurm jobs), every rank is started by an elastic agent, none
+    by a rank that picked a version, and their clocks may tick between picks: they agree through
+    the agent's store, which torch's process group uses too (the first rank's pick wins; ranks
+    restarted in the same job get the same one, so they resume in the same run directory)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_PORT" not in os.environ:
+        return mine
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    store = TCPStore(os.environ.get("MASTER_ADDR", "localhost"), int(os.environ["MASTER_PORT"]),
+                     is_master=False, timeout=timedelta(seconds=120))
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return store.compare_set(f"nemo_lite/run_version/{run_id}", "", mine).decode()
+
+
 class NeMoLogger(IOMixin):
     def __init__(
         self,
@@ -79,7 +96,7 @@ class NeMoLogger(IOMixin):
         root = Path(self.log_dir or os.environ.get("NEMO_LITE_LOG_DIR", "nemo_experiments"))
         version = self.version or _launchers_version()
         if version is None and self.use_datetime_version and not resume_if_exists:
-            version = time.strftime("%Y-%m-%d_%H-%M-%S")
+            version = _agreed_version(time.strftime("%Y-%m-%d_%H-%M-%S"))
         if _ranks()[1] == 0:  # the ranks this process starts inherit it
             os.environ[VERSION_ENV] = f"{os.getpid()}:{version or ''}"
         return root / self.name / version if version else root / self.name

@@ -12,6 +12,7 @@ The layout is validated before any group or model is built.
 """
 
 import dataclasses
+import functools
 import logging
 import warnings
 from collections.abc import Iterator
@@ -24,22 +25,22 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.checkpoint_dir import CONTEXT_DIR
 from nemo_lite.lightning.checkpoint_io import (
     MegatronCheckpointIO,
     load_model_weights,
     save_model_weights,
 )
-from nemo_lite.lightning.checkpointing import Checkpointer, CheckpointOptions
+from nemo_lite.lightning.checkpointing import Checkpointer, CheckpointOptions, write_run_context
 from nemo_lite.lightning.ddp_rules import check_ddp
 from nemo_lite.lightning.ddp_setup import (
     connect_to_schedule,
     final_ddp_config,
+    finish_param_gather,
     user_ddp_config,
     wrap_in_ddp,
 )
 from nemo_lite.lightning.device import is_cuda
-from nemo_lite.lightning.ignored_options import warn_if_set
+from nemo_lite.lightning.ignored_options import warn_ignored_strategy_options
 from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.megatron_setup import init_parallel_state, write_model_config
 from nemo_lite.lightning.parallel import MegatronParallel
@@ -131,16 +132,12 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         self.restore_config = restore_config
         # the trainer's eval limits in steps, as the user gave them (kept at the first setup)
         self.eval_limits: Optional[EvalLimits] = None
-        self.ckpt_load_optimizer = ckpt_load_optimizer
-        self.ckpt_save_optimizer = ckpt_save_optimizer
-        self.save_ckpt_format = save_ckpt_format
         self.ckpt_async_save = ckpt_async_save
-        self.ckpt_optim_fully_reshardable = ckpt_optim_fully_reshardable
         self.checkpoint_options = CheckpointOptions(
             save_optimizer=ckpt_save_optimizer, load_optimizer=ckpt_load_optimizer,
             optim_fully_reshardable=ckpt_optim_fully_reshardable)
         self.checkpointer: Checkpointer | None = None  # made at setup, on the final checkpoint_io
-        if checkpoint_io is None:
+        if checkpoint_io is None:  # NeMo's ckpt_* names -> MegatronCheckpointIO's
             self.checkpoint_io = MegatronCheckpointIO(
                 save_ckpt_format=save_ckpt_format, parallel_save=ckpt_parallel_save,
                 parallel_load=ckpt_parallel_load, verify_checksums=ckpt_verify_checksums,
@@ -148,14 +145,9 @@ class MegatronStrategy(DDPStrategy, IOMixin):
                 thread_count=ckpt_torch_dist_multiproc,
                 assume_constant_structure=ckpt_assume_constant_structure,
                 parallel_save_within_dp=ckpt_parallel_save_within_dp)
-        warn_if_set("MegatronStrategy", "lazy_init", lazy_init, False,
-                    "the model is built on each rank when the run starts, never before")
-        warn_if_set("MegatronStrategy", "ckpt_parallel_save_optim", ckpt_parallel_save_optim,
-                    True, "the optimizer state is saved with the weights' save strategy; its "
-                    "form is chosen by ckpt_optim_fully_reshardable")
-        warn_if_set("MegatronStrategy", "ckpt_load_directly_on_device",
-                    ckpt_load_directly_on_device, True,
-                    "checkpoints always load straight into the model's own tensors")
+        warn_ignored_strategy_options(lazy_init=lazy_init,
+                                      ckpt_parallel_save_optim=ckpt_parallel_save_optim,
+                                      ckpt_load_directly_on_device=ckpt_load_directly_on_device)
         self.megatron_parallel: MegatronParallel | None = None
         self.num_microbatches = 1
         self.global_batch_size = 1
@@ -176,15 +168,14 @@ class MegatronStrategy(DDPStrategy, IOMixin):
             self._launcher = None
 
     def setup_environment(self) -> None:
-        self._use_megatron_precision()
-        self._validate_before_launch()
+        self.precision_plugin = as_megatron_precision(self.precision_plugin)
+        module = self.lightning_module
+        self.validate_run(module, getattr(getattr(module, "_trainer", None), "datamodule", None))
         super().setup_environment()  # Lightning: device + torch.distributed world group
         if self.init_model_parallel:
-            self._init_megatron()
+            init_parallel_state(self.layout, seed=self.seed, on_cuda=self.uses_cuda,
+                                te_rng_tracker=self.use_te_rng_tracker)
         self._configure_model_config()
-
-    def _use_megatron_precision(self) -> None:
-        self.precision_plugin = as_megatron_precision(self.precision_plugin)
 
     @property
     def world_size_requested(self) -> int:
@@ -208,15 +199,6 @@ class MegatronStrategy(DDPStrategy, IOMixin):
             self.global_batch_size = data.global_batch_size
             self.micro_batch_size = data.micro_batch_size
             self.seq_length = data.seq_length
-
-    def _validate_before_launch(self) -> None:
-        module = self.lightning_module
-        trainer = getattr(module, "_trainer", None)
-        self.validate_run(module, getattr(trainer, "datamodule", None))
-
-    def _init_megatron(self) -> None:
-        init_parallel_state(self.layout, seed=self.seed, on_cuda=self.uses_cuda,
-                            te_rng_tracker=self.use_te_rng_tracker)
 
     def _configure_model_config(self) -> None:
         config = getattr(self.lightning_module, "config", None)
@@ -326,20 +308,7 @@ class MegatronStrategy(DDPStrategy, IOMixin):
             checkpoint, filepath, chunks=list(self.megatron_parallel),
             optimizers=self.optimizers, ddp_config=self.ddp_config,
             layout_record=self.layout_record(), restored_from=restored_from,
-            write_context=self._write_context)
-
-    def _write_context(self, checkpoint_dir: Any) -> None:
-        """Rank 0: the run's config next to its weights. A config that cannot be written costs
-        a warning, never the checkpoint."""
-        try:
-            from nemo_lite.io import save_context
-
-            module = self.lightning_module
-            save_context(checkpoint_dir, trainer=module.trainer, model=module,
-                         data=module.trainer.datamodule)
-        except Exception as error:  # noqa: BLE001 - any failure here must not lose weights
-            log.warning("checkpoint %s: run config not written to %s/: %s",
-                        checkpoint_dir, CONTEXT_DIR, error)
+            write_context=functools.partial(write_run_context, self.lightning_module))
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict:
         """Collective: read `checkpoint_path` into the current layout (resharding as needed)."""
@@ -366,11 +335,7 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         self.checkpointer.finalize_async_saves(blocking=True)
 
     def _finish_param_gather(self) -> None:
-        """overlap_param_gather leaves other DP ranks' updated shards stale until the next
-        forward: gather them now, as megatron-LM does before saving (1e-3 stale otherwise)."""
-        for chunk in self.megatron_parallel or []:
-            if getattr(chunk, "use_forward_hook", False):
-                chunk.start_param_sync(force_sync=True)
+        finish_param_gather(self.megatron_parallel or [])
 
     def model_to_device(self) -> None:
         if self.megatron_parallel is not None:

@@ -23,7 +23,10 @@ from nemo_lite.lightning.quiet import quiet_run
 
 
 class Trainer(pl.Trainer, IOMixin):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, recipe: str | None = None, **kwargs: Any) -> None:
+        """Lightning's Trainer with nemo_lite's defaults. `recipe`: the recipe this run came
+        from, which the start-of-run summary names (`nemo llm ... --factory NAME` sets it)."""
+        self.recipe = recipe
         kwargs.setdefault("use_distributed_sampler", False)
         kwargs.setdefault("inference_mode", False)
         # Checkpointing left at its default: NeMoLogger adds an nl.ModelCheckpoint under the run
@@ -67,4 +70,9 @@ class Trainer(pl.Trainer, IOMixin):
 
 # Lightning's arguments, visible to Fiddle and NeMo-Run (`trainer.max_steps=20` on the command
 # line is parsed by the type of Trainer's `max_steps`); __init__ passes them all through.
-Trainer.__init__.__signature__ = inspect.signature(pl.Trainer.__init__)  # type: ignore[attr-defined]
+# Plus nemo_lite's own keyword, `recipe`.
+_lightning = inspect.signature(pl.Trainer.__init__)
+Trainer.__init__.__signature__ = _lightning.replace(parameters=[  # type: ignore[attr-defined]
+    *_lightning.parameters.values(),
+    inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation="str | None")])

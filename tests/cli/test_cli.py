@@ -103,6 +103,7 @@ def test_tiny_gpt_trains_for_ten_steps_on_two_cpu_ranks(tmp_path):
     proc = cli("llm", "pretrain", "--factory", "tiny_gpt", "trainer.max_steps=10", "-y",
                cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "recipe       tiny_gpt" in proc.stdout  # the summary names the --factory
     run_dir = tmp_path / "nemo_experiments" / "default"
     checkpoints = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert "step=10-consumed_samples=80" in checkpoints, checkpoints
@@ -130,3 +131,4 @@ def test_torchrun_executor_launches_the_recipe_on_two_ranks(tmp_path):
     run_dir = tmp_path / "nemo_experiments" / "default"
     assert (run_dir / "checkpoints" / "step=4-consumed_samples=32" / "nemo_lite.json").exists()
     assert (run_dir / "nemo_log_globalrank-1_localrank-1.txt").exists()
+    assert "recipe       tiny_gpt" in proc.stdout + proc.stderr  # the task carries the name

@@ -22,6 +22,7 @@ from recipes import tiny_gpt
 if __name__ == "__main__":
     out = sys.argv[1]
     recipe = tiny_gpt.pretrain_recipe(name="seen", dir=out, devices=1)
+    recipe.trainer.recipe = "tiny_gpt"  # what `--factory tiny_gpt` sets
     recipe.trainer.strategy.tensor_model_parallel_size = 1
     recipe.trainer.max_steps = 6
     recipe.trainer.val_check_interval = 2
@@ -53,8 +54,7 @@ def finished_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("seen")
     (work / "run.py").write_text(SCRIPT)
     proc = subprocess.run([sys.executable, str(work / "run.py"), str(work)], capture_output=True,
-                          text=True, timeout=300, env={"NEMO_LITE_RECIPE": "tiny_gpt",
-                                                       "PATH": str(BIN), "OMP_NUM_THREADS": "1"})
+                          text=True, timeout=300, env={"PATH": str(BIN), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     facts = json.loads((work / "facts.json").read_text())
     facts["stderr"] = proc.stderr

@@ -7,11 +7,8 @@ parameters each rank really holds (gathered from every rank), the analytic total
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
-
-RECIPE_ENV = "NEMO_LITE_RECIPE"
 
 
 @dataclass
@@ -105,7 +102,7 @@ def run_summary(trainer: Any, model: Any) -> RunSummary:
                   f"{config.seq_length}" + (f", vocab {vocab}" if vocab else "")
                   + (f", {config.num_moe_experts} experts" if config.num_moe_experts else ""))
     return RunSummary(
-        recipe=os.environ.get(RECIPE_ENV, "(Python API)"),
+        recipe=getattr(trainer, "recipe", None) or "(Python API)",
         run_dir=str(trainer.default_root_dir),  # NeMoLogger's run directory
         world_size=world, layout=layout,
         device=f"{strategy.root_device.type} ({backend})", precision=str(precision),

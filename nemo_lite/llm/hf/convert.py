@@ -95,7 +95,12 @@ def import_ckpt(model: Any = None, source: str = "", output_path: Optional[str] 
     weights must fit; without it, the config comes from config.json."""
     from nemo_lite.lightning.checkpoint_io import MegatronCheckpointIO
     from nemo_lite.lightning.model_state import model_sharded_state_dict
-    from nemo_lite.lightning.streaming_save import ProducedTensors, streaming_save_strategy
+    from nemo_lite.lightning.streaming_save import (
+        ProducedTensors,
+        in_tensor_parallel_pieces,
+        streaming_save_strategy,
+        tensor_parallel_axes,
+    )
 
     directory = resolve_source(source)
     hf = read_config(directory)
@@ -131,12 +136,16 @@ def import_ckpt(model: Any = None, source: str = "", output_path: Optional[str] 
 
         if out.exists():
             shutil.rmtree(out)
-        # the weights are made one parameter at a time, as the checkpoint writer asks for them
-        MegatronCheckpointIO().save_checkpoint(model_sharded_state_dict([chunk]), out, {
+        # the weights are made one parameter at a time, as the checkpoint writer asks for them,
+        # in pieces that a rank at any TP of 1, 2, 4 or 8 reads only its own of
+        tensors = ProducedTensors(producers)
+        state = in_tensor_parallel_pieces(model_sharded_state_dict([chunk]),
+                                          tensor_parallel_axes(chunk), tensors)
+        MegatronCheckpointIO().save_checkpoint(state, out, {
             "manifest": {"step": 0, "weights_only": True, "source": str(directory),
                          "architecture": architecture},
             "before_commit": write_context,
-            "sharded_strategy": streaming_save_strategy(ProducedTensors(producers))})
+            "sharded_strategy": streaming_save_strategy(tensors)})
     return out
 
 
