@@ -7,8 +7,10 @@ from the source files. This strategy is megatron's torch_dist save strategy with
 tensors are written through torch DCP's `FileSystemWriter`, which resolves write items one by
 one, and a planner whose `resolve_data` (torch's documented hook for producing an item's data)
 calls the producer of the parameter behind each meta tensor and takes the same view of the
-result. So at most one parameter (plus the view being written) is in memory, and the files are
-the ordinary torch_dist format that `dist_checkpointing.load` reads at any layout.
+result. A value is kept only until its last write item is served (a byte budget caps what is
+held), so a few parameters are in memory, not the model, and the files are the ordinary
+torch_dist format that `dist_checkpointing.load` reads at any layout. `in_tensor_parallel_pieces`
+cuts the TP-split weights into pieces first, so ranks that load at TP > 1 read only their part.
 
 Used by `MegatronCheckpointIO.save_checkpoint(..., {"sharded_strategy": ...})`.
 """
