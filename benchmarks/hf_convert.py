@@ -81,8 +81,10 @@ what, src, dst = sys.argv[1], sys.argv[2], sys.argv[3]
 import torch, safetensors.torch  # noqa: E401 - the heavy imports before the baseline
 from nemo_lite import llm
 import nemo_lite.llm.hf.convert, nemo_lite.llm.hf.export, nemo_lite.lightning.checkpoint_io
-if what in ("import", "export"):  # megatron-core's import (~3 s here) is start-up, not converting
+if what in ("import", "export"):  # module imports are start-up, not converting: megatron-core's
+    # (~3 s here) and those for the saved context and tokenizer (fiddle, libcst: ~0.5 s)
     import megatron.core.dist_checkpointing, megatron.core.models.gpt  # noqa: E401
+    import fiddle, nemo_lite.io, nemo_lite.llm.tokenizer  # noqa: E401
 base = status_mb("VmRSS")
 start = time.perf_counter()
 if what.startswith("baseline"):

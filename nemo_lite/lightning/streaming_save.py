@@ -198,9 +198,13 @@ def in_tensor_parallel_pieces(sharded_state_dict: dict[str, Any], axes: dict[tor
     apply_factories(sharded_state_dict)  # SwiGLU halves, vocab rows: plain ShardedTensors now
 
     def split(value: Any) -> Any:
-        if (not isinstance(value, ShardedTensor) or value.flattened_range is not None
-                or value.axis_fragmentations is None):  # not a regular grid: left whole
+        if not isinstance(value, ShardedTensor) or value.flattened_range is not None:
             return value
+        fragments = value.axis_fragmentations
+        if fragments is None:  # no grid given (the vocab tensors): one whole tensor is one
+            if tuple(value.local_shape) != tuple(value.global_shape) or value.prepend_axis_num:
+                return value
+            fragments = (1,) * len(value.global_shape)
         axis = axes.get(storage_key(value.data)) if value.data is not None else None
         if axis is None:
             return value
@@ -215,8 +219,7 @@ def in_tensor_parallel_pieces(sharded_state_dict: dict[str, Any], axes: dict[tor
             local_shape=value.local_shape[:axis] + (step,) + value.local_shape[axis + 1:],
             global_offset=value.global_offset[:at] + (value.global_offset[at] + i * step,)
             + value.global_offset[at + 1:],
-            axis_fragmentations=value.axis_fragmentations[:at]
-            + (value.axis_fragmentations[at] * count,) + value.axis_fragmentations[at + 1:])
+            axis_fragmentations=fragments[:at] + (fragments[at] * count,) + fragments[at + 1:])
             for i in range(count)]
 
     return dict_list_map_inplace(split, sharded_state_dict)

@@ -269,7 +269,7 @@ def test_import_streams_each_parameter_from_the_files(work, tmp_path, monkeypatc
         params = list(build_on_meta(load_context(ckpt, subpath="model.config")).parameters())
     assert all(p.device.type == "meta" for p in params)
     assert len(made) == len(set(made)) == len(params), (len(made), len(params))
-    # the TP-split weights are saved in pieces (8 here, 4 where 8 does not divide), so a rank at
+    # the TP-split weights are saved in pieces (8, or 4 where 8 does not divide), so a rank at
     # TP 2, 4 or 8 reads only its own bytes
     chunks = {key: len(meta.chunks) for key, meta in
               FileSystemReader(str(ckpt / "weights")).read_metadata().state_dict_metadata.items()
@@ -279,3 +279,5 @@ def test_import_streams_each_parameter_from_the_files(work, tmp_path, monkeypatc
     assert chunks["decoder.layers.self_attention.linear_proj.weight"] == 8 * layers
     assert chunks["decoder.layers.mlp.linear_fc1.weight"] == 2 * 8 * layers  # gate, up halves
     assert chunks["decoder.layers.mlp.linear_fc2.weight"] == 8 * layers
+    assert chunks["embedding.word_embeddings.weight"] == 4  # VOCAB rows: 300 = 4 x 75
+    assert chunks["output_layer.weight"] == 4
