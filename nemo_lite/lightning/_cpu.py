@@ -18,6 +18,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -79,11 +80,17 @@ class _NullStream:
 
 
 class _NullEvent:
+    """Stands in for ``torch.cuda.Event``: ordering is a no-op on CPU; `elapsed_time` (ms, as
+    CUDA's) times between two `record` calls, which megatron's inference controller reports."""
+
     def __init__(self, *args, **kwargs):
-        pass
+        self.recorded_at = 0.0
 
     def record(self, stream=None) -> None:
-        pass
+        self.recorded_at = time.perf_counter()
+
+    def elapsed_time(self, end: _NullEvent) -> float:
+        return (end.recorded_at - self.recorded_at) * 1e3
 
     def wait(self, stream=None) -> None:
         pass

@@ -50,6 +50,7 @@ from nemo_lite.lightning.model_state import (
     saves_trainable_only,
 )
 from nemo_lite.lightning.shims import ScopedPatch
+from nemo_lite.lightning.threaded_reads import threaded_reads
 
 
 def _rank() -> int:
@@ -101,6 +102,7 @@ class MegatronCheckpointIO(CheckpointIO):
     `save_checkpoint` takes a sharded state dict (megatron ShardedTensor / ShardedObject leaves
     for the sharded parts, plain values for the common part) and commits it atomically.
     `load_checkpoint` takes the sharded state dict of the *current* layout and fills it.
+    `thread_count` (default 2): files each writing rank writes, threads each rank reads with.
     """
 
     def __init__(self, save_ckpt_format: str = "torch_dist", parallel_save: bool = True,
@@ -282,8 +284,9 @@ class MegatronCheckpointIO(CheckpointIO):
             strategy = FullyParallelLoadStrategyWrapper(
                 get_default_load_sharded_strategy(str(weights)),
                 parallel_state.get_data_parallel_group(with_context_parallel=True))
+        reads = threaded_reads(self.thread_count or 2)
         try:
-            with WEIGHTS_ONLY_OBJECTS.applied(), torch.no_grad():
+            with WEIGHTS_ONLY_OBJECTS.applied(), reads.applied(), torch.no_grad():
                 return dist_checkpointing.load(sharded_state_dict, str(weights),
                                                sharded_strategy=strategy,
                                                strict=self.load_strictness or "assume_ok_unexpected")

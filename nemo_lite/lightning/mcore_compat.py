@@ -51,3 +51,57 @@ def async_save_kwargs() -> dict[str, Any]:
     dependency: ModuleNotFoundError without it); "mcore" is 0.16's built-in async writer.
     """
     return {"async_strategy": "mcore"} if at_least("0.19") else {}
+
+
+def static_inference_engine(chunk: Any, controller: Any, *, max_batch_size: int,
+                            max_sequence_length: int) -> Any:
+    """megatron's static-batch inference engine over `chunk` (`GPTInferenceWrapper` ->
+    `TextGenerationController` -> `StaticInferenceEngine(legacy=True)`), with a KV cache for
+    `max_batch_size` rows of `max_sequence_length` tokens. `controller(wrapped_model)` makes
+    the `TextGenerationController` (or a subclass).
+
+    0.16: `InferenceWrapperConfig` carries the sizes (`inference_batch_times_seqlen_threshold=-1`
+    keeps pipeline micro-batching off; `padded_vocab_size` is the chunk's padded `vocab_size`) and the
+    context comes from `StaticInferenceContext.from_config`. 0.19: no wrapper config;
+    `StaticInferenceContext(max_batch_size, max_sequence_length)`, `GPTInferenceWrapper(model,
+    context)`, the vocabulary from the model. Both: `legacy=True` (the default path builds a
+    `DynamicInferenceContext`, CUDA only, and falls back with a warning).
+    """
+    import warnings
+
+    from megatron.core.inference.contexts import StaticInferenceContext
+    from megatron.core.inference.engines import StaticInferenceEngine
+    from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (
+        GPTInferenceWrapper,
+    )
+    if at_least("0.19"):
+        context = StaticInferenceContext(max_batch_size=max_batch_size,
+                                         max_sequence_length=max_sequence_length)
+        wrapped = GPTInferenceWrapper(chunk, context)
+    else:
+        from megatron.core.inference.model_inference_wrappers.inference_wrapper_config import (
+            InferenceWrapperConfig,
+        )
+
+        config = chunk.config
+        wrapper_config = InferenceWrapperConfig(
+            hidden_size=config.hidden_size, params_dtype=config.params_dtype,
+            inference_batch_times_seqlen_threshold=-1,
+            padded_vocab_size=chunk.vocab_size, inference_max_requests=max_batch_size,
+            inference_max_seq_length=max_sequence_length)
+        context = StaticInferenceContext.from_config(wrapper_config)
+        wrapped = GPTInferenceWrapper(chunk, wrapper_config, context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "will be deprecated": the static path is what runs
+        return StaticInferenceEngine(controller(wrapped), max_batch_size=max_batch_size,
+                                     legacy=True)
+
+
+def end_inference_mode() -> None:
+    """0.19's `StaticInferenceEngine` sets a process-wide `InferenceMode` flag (read by attention
+    and the transformer layers) and never unsets it; unset it so training can follow in the same
+    process. 0.16 has no such flag."""
+    if at_least("0.19"):
+        from megatron.core.inference.utils import InferenceMode
+
+        InferenceMode.unset_active()

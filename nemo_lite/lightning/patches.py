@@ -2,8 +2,10 @@
 
 - Permanent, CPU runs only (MegatronStrategy installs them when a rank computes on the CPU):
   `_cpu.SHIMS` (CUDA assumptions of megatron-core redirected to the CPU) and
-  `_cpu_moe.MOE_SHIMS` (the Mixture-of-Experts ones).
-- Scoped, for one call: `checkpoint_io.WEIGHTS_ONLY_OBJECTS` (each checkpoint load) and
+  `_cpu_moe.MOE_SHIMS` (the Mixture-of-Experts ones); `_cpu_inference.INFERENCE_SHIMS` (megatron's
+  inference engine, installed by `llm.generate` when it computes on the CPU).
+- Scoped, for one call: `checkpoint_io.WEIGHTS_ONLY_OBJECTS` and
+  `threaded_reads.THREADED_READS` (each checkpoint load), and
   `optim.ADAM_STEP_LOADED_SEPARATELY` (each distributed-optimizer state load).
 
 Not patches, listed so nothing is missed: `quiet.py` filters library messages by their text (log
@@ -20,13 +22,15 @@ from nemo_lite.lightning.shims import ScopedPatch, Shim
 
 def permanent() -> tuple[Shim, ...]:
     from nemo_lite.lightning._cpu import SHIMS
+    from nemo_lite.lightning._cpu_inference import INFERENCE_SHIMS
     from nemo_lite.lightning._cpu_moe import MOE_SHIMS
 
-    return SHIMS + MOE_SHIMS
+    return SHIMS + MOE_SHIMS + INFERENCE_SHIMS
 
 
 def scoped() -> tuple[ScopedPatch, ...]:
     from nemo_lite.lightning.checkpoint_io import WEIGHTS_ONLY_OBJECTS
     from nemo_lite.lightning.optim import ADAM_STEP_LOADED_SEPARATELY
+    from nemo_lite.lightning.threaded_reads import THREADED_READS
 
-    return (WEIGHTS_ONLY_OBJECTS, ADAM_STEP_LOADED_SEPARATELY)
+    return (WEIGHTS_ONLY_OBJECTS, THREADED_READS, ADAM_STEP_LOADED_SEPARATELY)

@@ -47,6 +47,7 @@ _EXPORTS = {
     "validate": "nemo_lite.llm.api",
     "import_ckpt": "nemo_lite.llm.hf.convert",
     "export_ckpt": "nemo_lite.llm.hf.export",
+    "generate": "nemo_lite.llm.inference.generate",
 }
 
 _SUBPACKAGES = ("peft", "hf")

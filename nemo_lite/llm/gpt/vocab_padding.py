@@ -124,6 +124,8 @@ def unpadded_sharded_tensor(sharded: Any, vocab_size: int) -> Any:
         return _real_rows_tensor(key, data, replica_id, rows)
 
     def merge(loaded: torch.Tensor) -> torch.Tensor:
+        if tuple(loaded.shape) == local_shape:  # no padded rows on this rank
+            return loaded
         full = torch.zeros(local_shape, dtype=loaded.dtype, device=loaded.device)
         if rows.real_rows:
             full[:rows.real_rows] = loaded

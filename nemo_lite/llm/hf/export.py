@@ -4,12 +4,16 @@ model directory (safetensors shards + index, config.json, the tokenizer files) t
 
 The checkpoint's saved context gives the model config; its weights load at tensor / pipeline
 parallel 1 from whatever layout saved them (LoRA adapters merged into the base weights first);
-each family's rules split the fused tensors back (the exact inverse of import). Shards are written as they fill (`max_shard_bytes`), into a
-temporary directory renamed at the end.
+each family's rules split the fused tensors back (the exact inverse of import). The checkpoint's
+CRC32s are verified in a thread while its weights are read (a problem found is the error). Shards
+are written as they fill (`max_shard_bytes`), into a temporary directory renamed at the end.
 """
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,7 +59,8 @@ def export_ckpt(path: str, target: str = "hf", output_path: Optional[str] = None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with single_rank():
-        chunk = _load_merged(ckpt, manifest, config)
+        with _checked_meanwhile(ckpt):
+            chunk = _load_merged(ckpt, manifest, config)
         params = dict(chunk.named_parameters())
         writer = _ShardWriter(tmp, max_shard_bytes)
         experts = getattr(config, "num_moe_experts", 0) or 0
@@ -98,6 +103,22 @@ def _tokenizer_dir(ckpt: Path) -> Optional[Path]:
     return path if (path / "tokenizer.json").is_file() else None
 
 
+@contextlib.contextmanager
+def _checked_meanwhile(ckpt: Path) -> Iterator[None]:
+    """Verify `ckpt` (files, sizes, CRC32s) in a thread while the body reads it; a problem it
+    finds is the error, whatever the body raised. Nothing is written before this returns."""
+    from nemo_lite.lightning.checkpoint_io import checkpoint_problem
+
+    with ThreadPoolExecutor(1, thread_name_prefix="ckpt-verify") as pool:
+        check = pool.submit(checkpoint_problem, ckpt, True)
+        try:
+            yield
+        finally:
+            problem, _ = check.result()
+            if problem:
+                raise HFCheckpointError(problem) from None
+
+
 def _load_merged(ckpt: Path, manifest: dict[str, Any], config: Any) -> Any:
     """The checkpoint's model at TP = PP = 1 with every adapter folded into its base weights.
 
@@ -117,26 +138,28 @@ def _load_merged(ckpt: Path, manifest: dict[str, Any], config: Any) -> Any:
     if transform is not None:
         transform([chunk])
     if manifest.get("model_part") != "trainable":
-        state = _read(chunk, ckpt, "all")  # base weights (and adapters, if any) all in ckpt
+        state = _read(chunk, ckpt, "all", inspected=True)  # base weights (and adapters, if any) all in ckpt
     else:
         base = manifest.get("base_weights")
         if not base or not Path(base).exists():
             raise HFCheckpointError(
                 f"{ckpt} holds only LoRA adapters; their base weights come from {base}, which "
                 "does not exist: put that checkpoint back at that path.")
-        state = merge_parts(_read(chunk, Path(base), "frozen"), _read(chunk, ckpt, "trainable"))
+        state = merge_parts(_read(chunk, Path(base), "frozen"),
+                            _read(chunk, ckpt, "trainable", inspected=True))
     load_model_state([chunk], [state])
     if transform is not None and hasattr(transform, "merge"):
         transform.merge([chunk])
     return chunk
 
 
-def _read(chunk: Any, path: Path, part: str) -> dict[str, Any]:
+def _read(chunk: Any, path: Path, part: str, inspected: bool = False) -> dict[str, Any]:
     from nemo_lite.lightning.checkpoint_io import MegatronCheckpointIO
     from nemo_lite.lightning.model_state import model_sharded_state_dict
 
     return MegatronCheckpointIO().load_checkpoint(
-        path, sharded_state_dict=model_sharded_state_dict([chunk], part))["model"][0]
+        path, sharded_state_dict=model_sharded_state_dict([chunk], part),
+        inspected=inspected)["model"][0]
 
 
 class _ShardWriter:

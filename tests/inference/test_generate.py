@@ -1,0 +1,173 @@
+"""llm.generate on megatron-core's static inference engine, checked against transformers on the
+same weights (a tiny random model written locally and imported with llm.import_ckpt).
+
+Greedy ids equal transformers' `generate(do_sample=False)` for a batch of prompts of different
+lengths; the KV cache is used (the tokens fed to the model grow linearly with the tokens
+generated) and its log-probabilities equal a full uncached forward of transformers to 1e-5;
+seeded sampling repeats; bad input is one clear error before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests._support.hf_models import tiny_model
+
+PROMPTS = ["def function_3(x):", "def f", "    return x * 12 + 5\ndef function_"]
+NEW = 12
+SCRIPT = Path(__file__).parent / "scripts" / "generate_run.py"
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """(HF directory, nemo_lite checkpoint) per family, imported once."""
+    from nemo_lite import llm
+
+    work = tmp_path_factory.mktemp("generate")
+    made = {}
+    for family in ("llama3", "gpt2", "mixtral"):
+        source = tiny_model(work, family)
+        made[family] = (source, llm.import_ckpt(source=f"hf://{source}",
+                                                output_path=str(work / f"{family}.nemo")))
+    return made
+
+
+def params(**kwargs):
+    from megatron.core.inference.sampling_params import SamplingParams
+
+    return SamplingParams(**{"num_tokens_to_generate": NEW, **kwargs})
+
+
+def hf_greedy(source, prompt_ids: list[int], eos: int) -> list[int]:
+    """transformers' greedy continuation; like megatron's, without the end-of-document id."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(source).eval()
+    ids = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=NEW, eos_token_id=eos, pad_token_id=eos)
+    new = out[0, len(prompt_ids):].tolist()
+    return new[:new.index(eos)] if eos in new else new
+
+
+@pytest.mark.parametrize("family", ["llama3", "gpt2", "mixtral"])
+def test_greedy_ids_equal_transformers_for_a_batch_of_different_lengths(imported, family):
+    from nemo_lite import llm
+    from nemo_lite.io import load_context
+
+    source, ckpt = imported[family]
+    eos = load_context(ckpt, subpath="model.tokenizer").eos_id
+    results = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=params(top_k=1))
+    assert [r.prompt for r in results] == PROMPTS
+    assert len({len(r.prompt_tokens) for r in results}) == 3  # three different lengths
+    for result in results:
+        ours = result.generated_tokens.tolist()
+        assert ours == hf_greedy(source, list(result.prompt_tokens), eos), result.prompt
+        assert result.generated_text == load_context(
+            ckpt, subpath="model.tokenizer").ids_to_text(ours)
+
+
+def test_the_kv_cache_feeds_each_position_once_and_matches_an_uncached_forward(imported):
+    """Decoding N tokens feeds the model max_prompt + N - 1 positions per row (each once),
+    not a growing prefix per step; the cached log-probabilities of the generated tokens equal
+    transformers' full forward over the whole sequence (no cache) to 1e-5."""
+    from megatron.core.tensor_parallel import VocabParallelEmbedding
+    from transformers import AutoModelForCausalLM
+
+    from nemo_lite import llm
+
+    source, ckpt = imported["llama3"]
+    fed = []
+
+    def count(module, args):  # the embedding's input: the token ids fed to the model
+        if isinstance(module, VocabParallelEmbedding):
+            fed.append(args[0].numel())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
+    try:
+        results = llm.generate(path=str(ckpt), prompts=PROMPTS[:2], inference_params=params(
+            top_k=1, return_log_probs=True))
+    finally:
+        handle.remove()
+    rows, longest = len(results), max(len(r.prompt_tokens) for r in results)
+    steps = max(len(r.prompt_tokens) + len(r.generated_tokens) for r in results) - 1
+    assert sum(fed) <= rows * steps and sum(fed) >= rows * (longest + 1)
+    model = AutoModelForCausalLM.from_pretrained(source).eval()
+    for result in results:
+        prompt, new = list(result.prompt_tokens), result.generated_tokens.tolist()
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + new]), use_cache=False).logits[0]
+        reference = torch.log_softmax(logits.double(), -1)[len(prompt) - 1:-1]
+        reference = reference.gather(1, torch.tensor(new).unsqueeze(1)).squeeze(1)
+        ours = torch.tensor(result.generated_log_probs, dtype=torch.float64)[-len(new):]
+        assert (ours - reference).abs().max().item() <= 1e-5
+
+
+def test_seeded_sampling_repeats_and_the_seed_matters(imported):
+    from nemo_lite import llm
+
+    _, ckpt = imported["llama3"]
+    sample = params(temperature=1.0, top_k=0, top_p=0.9)
+    first = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=sample,
+                         random_seed=7, text_only=True)
+    again = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=sample,
+                         random_seed=7, text_only=True)
+    other = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=sample,
+                         random_seed=8, text_only=True)
+    assert first == again and first != other
+
+
+def test_bad_input_is_one_clear_error(imported, tmp_path):
+    from nemo_lite import lightning as nl
+    from nemo_lite import llm
+    from nemo_lite.llm.inference.generate import GenerateError
+
+    _, ckpt = imported["llama3"]
+    cases = [
+        (dict(prompts=[]), "no prompts"),
+        (dict(prompts=["ok", ""]), "prompts[1]"),
+        (dict(prompts=["x " * 200]), "more than the model's context"),
+        (dict(prompts=["hi"], inference_params={"top_k": 1}), "pass megatron's SamplingParams"),
+        (dict(prompts=["hi"], inference_params=params(top_k=2, top_p=0.5)), "not both"),
+        (dict(prompts=["hi"], trainer=nl.Trainer(
+            devices=1, accelerator="cpu", strategy=nl.MegatronStrategy(
+                pipeline_model_parallel_size=1, context_parallel_size=2))),
+         "without context parallelism"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(GenerateError, match=message.replace("[", r"\[")):
+            llm.generate(path=str(ckpt), **arguments)
+
+
+@pytest.mark.parametrize("family,tp,pp,ep", [("llama3", 2, 1, 1), ("llama3", 1, 2, 1),
+                                             ("llama3", 1, 1, 1), ("mixtral", 1, 1, 2)],
+                         ids=["TP2", "PP2", "DP2", "mixtral-EP2"])
+def test_two_ranks_give_the_one_rank_tokens_greedy_and_seeded(imported, tmp_path, family, tp,
+                                                                pp, ep):
+    """2 CPU ranks launched by nl.Trainer(devices=2) (DP2 when TP = PP = EP = 1): greedy ids
+    equal one rank's (which equal transformers'), and top-p sampling with seed 7 gives the same
+    tokens as on one rank."""
+    from nemo_lite import llm
+
+    _, ckpt = imported[family]
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(ckpt), str(out), str(tp), str(pp),
+                           str(ep), json.dumps(PROMPTS)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = json.loads(out.read_text())
+    one = {"greedy": llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=params(
+               top_k=1)),
+           "sampled": llm.generate(path=str(ckpt), prompts=PROMPTS, random_seed=7,
+                                   inference_params=params(temperature=1.0, top_p=0.9))}
+    for kind, results in one.items():
+        assert [r["tokens"] for r in ranks[kind]] == [
+            r.generated_tokens.tolist() for r in results], kind
+        assert [r["text"] for r in ranks[kind]] == [r.generated_text for r in results]
