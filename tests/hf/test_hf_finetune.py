@@ -60,6 +60,20 @@ def test_import_lora_finetune_export_learns(tmp_path):
     print(f"SFT answer loss in transformers: original {before:.3f}, fine-tuned + exported "
           f"{after:.3f}")
     assert after < 0.95 * before, (before, after)  # measured: 5.74 -> 5.04
+    # the LoRA checkpoint generates directly (base + adapters applied): the same greedy ids as
+    # transformers on the merged export
+    from nemo_lite import llm
+    from tests.inference.test_generate import PROMPTS, hf_greedy, params
+
+    results = llm.generate(path=paths["finetuned"], prompts=PROMPTS,
+                           inference_params=params(top_k=1))
+    eos_id = llm.HFTokenizer(paths["exported"]).eos_id
+    base_differs = False
+    for result in results:
+        ids, prompt = result.generated_tokens.tolist(), list(result.prompt_tokens)
+        assert ids == hf_greedy(Path(paths["exported"]), prompt, eos_id), result.prompt
+        base_differs |= ids != hf_greedy(source, prompt, eos_id)
+    assert base_differs  # the adapters changed what the model says
 
 
 def test_finetuning_data_must_use_the_models_tokenizer(tmp_path):

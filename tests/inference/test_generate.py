@@ -124,6 +124,30 @@ def test_seeded_sampling_repeats_and_the_seed_matters(imported):
     assert first == again and first != other
 
 
+def test_stop_strings_end_each_row_independently(imported):
+    """A stop string taken from the middle of row 0's greedy text ends row 0 at the first token
+    completing it (the text cut before it); the other rows are what they were without it."""
+    from nemo_lite import llm
+    from nemo_lite.io import load_context
+
+    _, ckpt = imported["llama3"]
+    tokenizer = load_context(ckpt, subpath="model.tokenizer")
+    plain = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=params(top_k=1))
+    tokens = plain[0].generated_tokens.tolist()
+    word = next(w for k in range(2, len(tokens)) if (w := tokenizer.ids_to_text(tokens[k:k + 1]))
+                and w not in tokenizer.ids_to_text(tokens[:k]))
+    stopped = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=params(
+        top_k=1, stop_words=[word]))
+    kept = stopped[0].generated_tokens.tolist()
+    assert 0 < len(kept) < len(tokens) and kept == tokens[:len(kept)]
+    assert word in tokenizer.ids_to_text(kept) and word not in tokenizer.ids_to_text(kept[:-1])
+    assert word not in stopped[0].generated_text
+    assert plain[0].generated_text.startswith(stopped[0].generated_text)
+    for before, after in zip(plain[1:], stopped[1:], strict=True):
+        if word not in before.generated_text:
+            assert after.generated_tokens.tolist() == before.generated_tokens.tolist()
+
+
 def test_bad_input_is_one_clear_error(imported, tmp_path):
     from nemo_lite import lightning as nl
     from nemo_lite import llm
@@ -136,6 +160,7 @@ def test_bad_input_is_one_clear_error(imported, tmp_path):
         (dict(prompts=["x " * 200]), "more than the model's context"),
         (dict(prompts=["hi"], inference_params={"top_k": 1}), "pass megatron's SamplingParams"),
         (dict(prompts=["hi"], inference_params=params(top_k=2, top_p=0.5)), "not both"),
+        (dict(prompts=["hi"], inference_params=params(stop_words="\n")), "list of non-empty"),
         (dict(prompts=["hi"], trainer=nl.Trainer(
             devices=1, accelerator="cpu", strategy=nl.MegatronStrategy(
                 pipeline_model_parallel_size=1, context_parallel_size=2))),

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
+from nemo_lite.lightning.checkpoint_dir import CheckpointError
 from nemo_lite.llm.hf.convert import (
     TOKENIZER_DIR,
     TOKENIZER_FILES,
@@ -60,7 +61,7 @@ def export_ckpt(path: str, target: str = "hf", output_path: Optional[str] = None
     tmp.mkdir(parents=True)
     with single_rank():
         with _checked_meanwhile(ckpt):
-            chunk = _load_merged(ckpt, manifest, config)
+            chunk = _load_merged(ckpt, config)
         params = dict(chunk.named_parameters())
         writer = _ShardWriter(tmp, max_shard_bytes)
         experts = getattr(config, "num_moe_experts", 0) or 0
@@ -119,16 +120,15 @@ def _checked_meanwhile(ckpt: Path) -> Iterator[None]:
                 raise HFCheckpointError(problem) from None
 
 
-def _load_merged(ckpt: Path, manifest: dict[str, Any], config: Any) -> Any:
+def _load_merged(ckpt: Path, config: Any) -> Any:
     """The checkpoint's model at TP = PP = 1 with every adapter folded into its base weights.
 
     A fine-tuning checkpoint records its model transform (LoRA) in its context: the model is
-    built with it, so the adapter weights have somewhere to load. A trainable-only checkpoint
-    holds just the adapters; their frozen base comes from the checkpoint named in its
-    manifest (`base_weights`)."""
+    built with it, so the adapter weights have somewhere to load (`load_saved_model` takes a
+    trainable-only checkpoint's frozen base from the checkpoint its manifest names)."""
     from nemo_lite.io import load_context
     from nemo_lite.io.errors import ContextError
-    from nemo_lite.lightning.model_state import load_model_state, merge_parts
+    from nemo_lite.lightning.model_state import load_saved_model
 
     chunk = build_without_init(config)
     try:
@@ -137,29 +137,13 @@ def _load_merged(ckpt: Path, manifest: dict[str, Any], config: Any) -> Any:
         transform = None
     if transform is not None:
         transform([chunk])
-    if manifest.get("model_part") != "trainable":
-        state = _read(chunk, ckpt, "all", inspected=True)  # base weights (and adapters, if any) all in ckpt
-    else:
-        base = manifest.get("base_weights")
-        if not base or not Path(base).exists():
-            raise HFCheckpointError(
-                f"{ckpt} holds only LoRA adapters; their base weights come from {base}, which "
-                "does not exist: put that checkpoint back at that path.")
-        state = merge_parts(_read(chunk, Path(base), "frozen"),
-                            _read(chunk, ckpt, "trainable", inspected=True))
-    load_model_state([chunk], [state])
+    try:
+        load_saved_model([chunk], ckpt, inspected=True)
+    except CheckpointError as error:
+        raise HFCheckpointError(str(error)) from None
     if transform is not None and hasattr(transform, "merge"):
         transform.merge([chunk])
     return chunk
-
-
-def _read(chunk: Any, path: Path, part: str, inspected: bool = False) -> dict[str, Any]:
-    from nemo_lite.lightning.checkpoint_io import MegatronCheckpointIO
-    from nemo_lite.lightning.model_state import model_sharded_state_dict
-
-    return MegatronCheckpointIO().load_checkpoint(
-        path, sharded_state_dict=model_sharded_state_dict([chunk], part),
-        inspected=inspected)["model"][0]
 
 
 class _ShardWriter:

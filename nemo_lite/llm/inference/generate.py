@@ -11,7 +11,9 @@ Sampling follows megatron's `SamplingParams` (NeMo's `CommonInferenceParams` is 
 `top_k=1` is greedy; `temperature`, `top_k`, `top_p` sample with megatron's generator, seeded
 with `random_seed` + the index of each batch of `max_batch_size` prompts: data-parallel replicas
 run whole batches, so the same seed gives the same text on any layout. Without `inference_params`, generation is greedy for 32 tokens. Padded vocabulary
-rows are masked to -inf by the model, so they are never chosen.
+rows are masked to -inf by the model and cut off before sampling, so they are never chosen and
+a seed means the same tokens at any TP size (`controller.py`). `stop_words` end each row at its
+first stop string (`stopping.py`).
 
 Ranks: `trainer` (default: one rank, the GPU when there is one) is launched the way `trainer.fit`
 launches it, and its strategy's layout applies: tensor, pipeline and expert parallel ranks share
@@ -120,9 +122,10 @@ def _generate_on_rank(trainer: Any, ckpt: Any, prompts: list[str], params: Any, 
     from megatron.core import parallel_state
 
     from nemo_lite.io import load_context
-    from nemo_lite.lightning.checkpoint_io import load_model_weights
     from nemo_lite.lightning.mcore_compat import end_inference_mode, static_inference_engine
+    from nemo_lite.lightning.model_state import load_saved_model
     from nemo_lite.llm.inference.controller import RealVocabController
+    from nemo_lite.llm.inference.stopping import apply_stop_words
     from nemo_lite.llm.inference.tokenizer import MegatronTokenizer
 
     model = load_context(ckpt, subpath="model")  # config, tokenizer, model transform (LoRA)
@@ -139,10 +142,11 @@ def _generate_on_rank(trainer: Any, ckpt: Any, prompts: list[str], params: Any, 
     try:
         model.configure_model()
         chunks = [chunk.to(strategy.root_device) for chunk in model.module]
-        load_model_weights(chunks, ckpt)
+        load_saved_model(chunks, ckpt)
         chunk = chunks[0].eval()
-        controller = functools.partial(RealVocabController, tokenizer=MegatronTokenizer(
-            model.tokenizer), real_vocab_size=model.config.vocab_size)
+        tokenizer = MegatronTokenizer(model.tokenizer)
+        controller = functools.partial(RealVocabController, tokenizer=tokenizer,
+                                       real_vocab_size=model.config.vocab_size)
         engine = static_inference_engine(chunk, controller, max_batch_size=max_batch_size,
                                          max_sequence_length=max_sequence_length)
         # data-parallel replicas share the batches; with expert parallelism every replica runs
@@ -161,6 +165,9 @@ def _generate_on_rank(trainer: Any, ckpt: Any, prompts: list[str], params: Any, 
             with torch.no_grad():
                 done = engine.generate(prompts=[prompts[i] for i in indices], add_BOS=add_BOS,
                                        sampling_params=params)
+            if params.stop_words:
+                done = [apply_stop_words(r, params.stop_words, tokenizer.detokenize, getattr(
+                    params, "detokenize_stop_sequence", False)) for r in done]
             mine += zip(indices, done, strict=True)  # megatron keeps the prompt order
         shares: list[Any] = [mine]
         if dp_size > 1:
@@ -238,6 +245,11 @@ def _sampling_params(given: Any) -> Any:
         raise GenerateError(
             f"inference_params.num_tokens_to_generate={given.num_tokens_to_generate}: set how "
             "many tokens to generate (at least 1).")
+    words = given.stop_words
+    if words is not None and (isinstance(words, str) or not all(
+            isinstance(w, str) and w for w in words)):
+        raise GenerateError(f"inference_params.stop_words={words!r}: give a list of non-empty "
+                            "strings, e.g. stop_words=['\\n\\n'].")
     if given.top_k < 0 or not 0.0 <= given.top_p <= 1.0 or (given.top_k > 0 and given.top_p > 0):
         raise GenerateError(
             f"inference_params top_k={given.top_k}, top_p={given.top_p}: use top_k >= 0 and "
