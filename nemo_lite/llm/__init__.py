@@ -48,6 +48,7 @@ _EXPORTS = {
     "import_ckpt": "nemo_lite.llm.hf.convert",
     "export_ckpt": "nemo_lite.llm.hf.export",
     "generate": "nemo_lite.llm.inference.generate",
+    "load_generator": "nemo_lite.llm.inference.generator",
 }
 
 _SUBPACKAGES = ("peft", "hf")

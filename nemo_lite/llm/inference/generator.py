@@ -1,0 +1,189 @@
+"""A checkpoint's model loaded on this process's rank, ready for many generations.
+
+`load_generator(path, trainer)` launches the trainer's ranks the way `trainer.fit` does (one
+process, or Lightning re-running the script for the others), sets up its strategy (process group,
+megatron's parallel state, the layout written into the model config), builds the model with its
+fine-tuning transform, loads the weights saved from any layout, and wraps the chunk in megatron's
+static inference engine with a KV cache of `max_batch_size` rows x `max_sequence_length` tokens.
+`Generator.generate` then runs batches of prompts; every rank calls it with the same arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
+
+from nemo_lite.llm.inference.checks import (
+    GenerateError,
+    check_layout,
+    checked_prompts,
+    default_trainer,
+    sampling_params,
+    saved_tokenizer,
+)
+
+
+class Generator:
+    """megatron's engine over this rank's model; `close()` (or `with`) releases the rank."""
+
+    def __init__(self, engine: Any, tokenizer: Any, *, max_batch_size: int,
+                 max_sequence_length: int, default_seed: int, world: contextlib.ExitStack):
+        self.engine, self.tokenizer = engine, tokenizer
+        self.max_batch_size, self.max_sequence_length = max_batch_size, max_sequence_length
+        self.default_seed, self.world = default_seed, world
+
+    def generate(self, prompts: Sequence[str], inference_params: Any = None,
+                 random_seed: Optional[int] = None, add_BOS: bool = False) -> list[Any]:
+        """megatron's `InferenceRequest` per prompt, in prompt order, on every rank.
+
+        Data-parallel replicas share the batches of `max_batch_size` prompts (with expert
+        parallelism each replica runs them all: every EP rank takes part in every step). Batch
+        b samples with seed `random_seed` + b whichever replica runs it, so a seed gives the same
+        text on any layout."""
+        import torch
+        from megatron.core import parallel_state
+
+        from nemo_lite.llm.inference.stopping import apply_stop_words
+
+        prompts, params = checked_prompts(prompts), sampling_params(inference_params)
+        self._check_lengths(prompts, params, add_BOS)
+        split = parallel_state.get_expert_model_parallel_world_size() == 1
+        dp_rank = parallel_state.get_data_parallel_rank() if split else 0
+        dp_size = parallel_state.get_data_parallel_world_size() if split else 1
+        seed = self.default_seed if random_seed is None else random_seed
+        mine = []  # (prompt index, request) of the batches this replica runs
+        for batch in range(dp_rank, -(-len(prompts) // self.max_batch_size), dp_size):
+            indices = range(batch * self.max_batch_size,
+                            min((batch + 1) * self.max_batch_size, len(prompts)))
+            self.engine.controller.sampling_rng.manual_seed(seed + batch)
+            with torch.no_grad():
+                done = self.engine.generate(prompts=[prompts[i] for i in indices],
+                                            add_BOS=add_BOS, sampling_params=params)
+            if params.stop_words:
+                done = [apply_stop_words(r, params.stop_words, self.tokenizer.detokenize,
+                                         getattr(params, "detokenize_stop_sequence", False))
+                        for r in done]
+            mine += zip(indices, done, strict=True)  # megatron keeps the prompt order
+        shares: list[Any] = [mine]
+        if dp_size > 1:
+            shares = [None] * dp_size
+            torch.distributed.all_gather_object(
+                shares, mine, group=parallel_state.get_data_parallel_group())
+        return [request for _, request in sorted(
+            (pair for share in shares for pair in share), key=lambda pair: pair[0])]
+
+    def _check_lengths(self, prompts: list[str], params: Any, add_BOS: bool) -> None:
+        longest = max(len(self.tokenizer.tokenize(p)) for p in prompts) + int(add_BOS)
+        total = longest + params.num_tokens_to_generate
+        if total > self.max_sequence_length:
+            raise GenerateError(
+                f"the longest prompt ({longest} tokens) plus num_tokens_to_generate "
+                f"({params.num_tokens_to_generate}) is {total} tokens, more than the "
+                f"{self.max_sequence_length} this generator holds (the model's context, "
+                "config.seq_length, or load_generator's max_sequence_length): shorten the "
+                "prompt or generate fewer tokens.")
+
+    def close(self) -> None:
+        self.world.close()
+
+    def __enter__(self) -> Generator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def load_generator(path: str, trainer: Any = None, max_batch_size: int = 8,
+                   max_sequence_length: Optional[int] = None) -> Generator:
+    """Load checkpoint `path` for generation on `trainer`'s ranks (default: one rank, the GPU
+    when there is one); `max_sequence_length` (default: the model's `seq_length`) sizes the
+    KV cache."""
+    from nemo_lite.io import load_context
+    from nemo_lite.lightning.checkpoint_dir import resolve_checkpoint_path
+
+    trainer = trainer if trainer is not None else default_trainer()
+    check_layout(trainer)
+    if max_batch_size < 1:
+        raise GenerateError(f"max_batch_size={max_batch_size}: it must be at least 1.")
+    ckpt = resolve_checkpoint_path(path)
+    saved_tokenizer(ckpt)  # a clear error before any rank starts
+    context = load_context(ckpt, subpath="model.config").seq_length
+    length = max_sequence_length or context
+    if length > context:
+        raise GenerateError(f"max_sequence_length={length} is more than the model's context of "
+                            f"{context} (config.seq_length).")
+    world = contextlib.ExitStack()
+    launcher = trainer.strategy.launcher
+    load = functools.partial(_load_on_rank, trainer, ckpt, world, max_batch_size=max_batch_size,
+                             max_sequence_length=length)
+    if launcher is not None:
+        return launcher.launch(load, trainer=trainer)
+    world.enter_context(_one_process_world())
+    try:
+        return load()
+    except BaseException:
+        world.close()
+        raise
+
+
+def _load_on_rank(trainer: Any, ckpt: Any, world: contextlib.ExitStack, *,
+                  max_batch_size: int, max_sequence_length: int) -> Generator:
+    from megatron.core import parallel_state
+
+    from nemo_lite.io import load_context
+    from nemo_lite.lightning.mcore_compat import end_inference_mode, static_inference_engine
+    from nemo_lite.lightning.model_state import load_saved_model
+    from nemo_lite.llm.inference.controller import RealVocabController
+    from nemo_lite.llm.inference.tokenizer import MegatronTokenizer
+
+    model = load_context(ckpt, subpath="model")  # config, tokenizer, model transform (LoRA)
+    model.config.perform_initialization = False  # every weight comes from the checkpoint
+    strategy = trainer.strategy
+    strategy.connect(model)
+    strategy.setup_environment()  # process group, megatron's parallel state, config layout
+    world.callback(parallel_state.destroy_model_parallel)
+    world.callback(end_inference_mode)
+    if not strategy.uses_cuda:
+        from nemo_lite.lightning import _cpu_inference
+
+        _cpu_inference.apply()
+    model.configure_model()
+    chunks = [chunk.to(strategy.root_device) for chunk in model.module]
+    load_saved_model(chunks, ckpt)
+    tokenizer = MegatronTokenizer(model.tokenizer)
+    controller = functools.partial(RealVocabController, tokenizer=tokenizer,
+                                   real_vocab_size=model.config.vocab_size)
+    engine = static_inference_engine(chunks[0].eval(), controller,
+                                     max_batch_size=max_batch_size,
+                                     max_sequence_length=max_sequence_length)
+    return Generator(engine, tokenizer, max_batch_size=max_batch_size,
+                     max_sequence_length=max_sequence_length,
+                     default_seed=model.config.inference_sampling_seed, world=world)
+
+
+@contextlib.contextmanager
+def _one_process_world() -> Iterator[None]:
+    """A one-process generation leaves the process as it found it: the process group
+    Lightning opens for it is closed, and the MASTER_ADDR / MASTER_PORT it sets are unset
+    (a job launched from this process later would otherwise inherit a port in use)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # the caller's world: theirs to keep
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in ("MASTER_ADDR", "MASTER_PORT")}
+    try:
+        yield
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
