@@ -15,7 +15,10 @@ from typing import Any
 import fiddle as fdl
 import nemo_run as run
 
-from nemo_lite.cli import executors  # noqa: F401 - registers the run.executor=NAME factories
+from nemo_lite.cli import (
+    executors,  # noqa: F401 - registers the run.executor=NAME factories
+    generate,
+)
 from nemo_lite.cli.run_context import LiteRunContext
 from nemo_lite.llm import api
 from recipes.data import mock_data, pretraining_data
@@ -77,6 +80,9 @@ def register() -> None:
     for name, fn in (("import", convert.import_ckpt), ("export", export.export_ckpt)):
         if getattr(fn, "cli_entrypoint", None) is None:  # NeMo 2.0's `nemo llm import/export`
             run.cli.entrypoint(name=name, namespace="llm", run_ctx_cls=LiteRunContext)(fn)
+    if getattr(generate.generate, "cli_entrypoint", None) is None:  # `nemo llm generate`
+        run.cli.entrypoint(name="generate", namespace="llm", run_ctx_cls=LiteRunContext,
+                           default_factory=generate.generate_defaults)(generate.generate)
     for entry, fn in ENTRYPOINTS.items():
         if getattr(fn, "cli_entrypoint", None) is None:
             run.cli.entrypoint(namespace="llm", run_ctx_cls=LiteRunContext)(fn)

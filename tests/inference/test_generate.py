@@ -199,3 +199,43 @@ def test_two_ranks_give_the_one_rank_tokens_greedy_and_seeded(imported, tmp_path
         assert [r["tokens"] for r in ranks[kind]] == [
             r.generated_tokens.tolist() for r in results], kind
         assert [r["text"] for r in ranks[kind]] == [r.generated_text for r in results]
+
+
+def test_the_cli_writes_the_same_generations_as_the_api(imported, tmp_path):
+    """`nemo llm generate path=... prompts_file=... output_path=...`: the jsonl holds what
+    llm.generate returns for the same prompts and settings."""
+    from nemo_lite import llm
+    from tests.cli.test_cli import cli
+
+    _, ckpt = imported["llama3"]
+    (tmp_path / "prompts.jsonl").write_text("".join(
+        json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    proc = cli("llm", "generate", f"path={ckpt}", "prompts_file=prompts.jsonl",
+               "output_path=out.jsonl", f"inference_params.num_tokens_to_generate={NEW}", "-y",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    expected = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=params(top_k=1))
+    assert [r["prompt"] for r in rows] == PROMPTS
+    assert [r["generated_tokens"] for r in rows] == [
+        r.generated_tokens.tolist() for r in expected]
+    assert [r["generated_text"] for r in rows] == [r.generated_text for r in expected]
+
+
+@pytest.mark.parametrize("args,words", [
+    ([], "generate needs path=CHECKPOINT"),
+    (["path={ckpt}", 'prompts=["a"]', "prompts_file=p.jsonl"], "(one of them)"),
+    (["path={ckpt}", "prompts_file=missing.jsonl"], "missing.jsonl: no such file"),
+    (["path={ckpt}", 'prompts=["a"]', "output_path=taken.jsonl"], "taken.jsonl exists"),
+    (["path={ckpt}", 'prompts=["a"]', "inference_params.num_tokens_to_generate=5000"],
+     "more than the model's context"),
+])
+def test_bad_cli_input_is_one_line_and_exit_2(imported, tmp_path, args, words):
+    from tests.cli.test_cli import cli
+
+    _, ckpt = imported["llama3"]
+    (tmp_path / "taken.jsonl").write_text("")
+    proc = cli("llm", "generate", *[a.replace("{ckpt}", str(ckpt)) for a in args], "-y",
+               cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr[-2000:]
