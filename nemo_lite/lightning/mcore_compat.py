@@ -61,7 +61,8 @@ def static_inference_engine(chunk: Any, controller: Any, *, max_batch_size: int,
     the `TextGenerationController` (or a subclass).
 
     0.16: `InferenceWrapperConfig` carries the sizes (`inference_batch_times_seqlen_threshold=-1`
-    keeps pipeline micro-batching off; `padded_vocab_size` is the chunk's padded `vocab_size`) and the
+    keeps pipeline micro-batching off; `padded_vocab_size` is the chunk's padded `vocab_size`, read
+    inside a Float16Module wrapper) and the
     context comes from `StaticInferenceContext.from_config`. 0.19: no wrapper config;
     `StaticInferenceContext(max_batch_size, max_sequence_length)`, `GPTInferenceWrapper(model,
     context)`, the vocabulary from the model. Both: `legacy=True` (the default path builds a
@@ -83,11 +84,13 @@ def static_inference_engine(chunk: Any, controller: Any, *, max_batch_size: int,
             InferenceWrapperConfig,
         )
 
+        from nemo_lite.lightning.model_state import unwrap
+
         config = chunk.config
         wrapper_config = InferenceWrapperConfig(
             hidden_size=config.hidden_size, params_dtype=config.params_dtype,
             inference_batch_times_seqlen_threshold=-1,
-            padded_vocab_size=chunk.vocab_size, inference_max_requests=max_batch_size,
+            padded_vocab_size=unwrap(chunk).vocab_size, inference_max_requests=max_batch_size,
             inference_max_seq_length=max_sequence_length)
         context = StaticInferenceContext.from_config(wrapper_config)
         wrapped = GPTInferenceWrapper(chunk, wrapper_config, context)

@@ -127,6 +127,35 @@ def test_seeded_sampling_repeats_and_the_seed_matters(imported):
     assert first == again == once and first != other
 
 
+def test_a_bf16_trainer_generates_in_bf16(imported):
+    """trainer plugins=MegatronMixedPrecision("bf16-mixed"): the model computes in bf16 (wrapped
+    as the strategy trains it); its first greedy token per row is fp32's, the rest may part."""
+    import megatron.core.transformer.module as mcore_module
+
+    from nemo_lite import lightning as nl
+    from nemo_lite import llm
+
+    _, ckpt = imported["llama3"]
+    seen = []
+    forward = mcore_module.Float16Module.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(next(self.module.parameters()).dtype)
+        return forward(self, *args, **kwargs)
+
+    mcore_module.Float16Module.forward = spy
+    try:
+        bf16 = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=params(top_k=1),
+                            trainer=nl.Trainer(devices=1, accelerator="cpu", logger=False,
+                                               strategy=nl.MegatronStrategy(),
+                                               plugins=nl.MegatronMixedPrecision("bf16-mixed")))
+    finally:
+        mcore_module.Float16Module.forward = forward
+    fp32 = llm.generate(path=str(ckpt), prompts=PROMPTS, inference_params=params(top_k=1))
+    assert seen and set(seen) == {torch.bfloat16}
+    assert [r.generated_tokens[0] for r in bf16] == [r.generated_tokens[0] for r in fp32]
+
+
 def test_stop_strings_end_each_row_independently(imported):
     """A stop string taken from the middle of row 0's greedy text ends row 0 at the first token
     completing it (the text cut before it); the other rows are what they were without it."""

@@ -153,6 +153,10 @@ def _load_on_rank(trainer: Any, ckpt: Any, world: contextlib.ExitStack, *,
     model.configure_model()
     chunks = [chunk.to(strategy.root_device) for chunk in model.module]
     load_saved_model(chunks, ckpt)
+    if strategy.precision_plugin.is_half:  # bf16 / fp16 compute, as the strategy trains
+        from megatron.core.transformer.module import Float16Module
+
+        chunks = [Float16Module(model.config, chunk) for chunk in chunks]
     tokenizer = MegatronTokenizer(model.tokenizer)
     controller = functools.partial(RealVocabController, tokenizer=tokenizer,
                                    real_vocab_size=model.config.vocab_size)
