@@ -16,6 +16,7 @@ import fiddle as fdl
 import nemo_run as run
 
 from nemo_lite.cli import (
+    evaluate,
     executors,  # noqa: F401 - registers the run.executor=NAME factories
     generate,
 )
@@ -83,6 +84,9 @@ def register() -> None:
     if getattr(generate.generate, "cli_entrypoint", None) is None:  # `nemo llm generate`
         run.cli.entrypoint(name="generate", namespace="llm", run_ctx_cls=LiteRunContext,
                            default_factory=generate.generate_defaults)(generate.generate)
+    if getattr(evaluate.evaluate, "cli_entrypoint", None) is None:  # `nemo llm evaluate`
+        run.cli.entrypoint(name="evaluate", namespace="llm",
+                           run_ctx_cls=LiteRunContext)(evaluate.evaluate)
     for entry, fn in ENTRYPOINTS.items():
         if getattr(fn, "cli_entrypoint", None) is None:
             run.cli.entrypoint(namespace="llm", run_ctx_cls=LiteRunContext)(fn)

@@ -108,12 +108,14 @@ class LiteRunContext(RunContext):
             parser_log.setLevel(level)
         from nemo_lite.cli.plan import plan_task
 
-        if getattr(fn, "__name__", "") == "generate":
+        if getattr(fn, "__name__", "") in ("generate", "evaluate"):
+            from nemo_lite.cli.evaluate import check_evaluate
             from nemo_lite.cli.generate import check_generate
 
-            lines = check_generate(dict(task.__arguments__))
+            check = check_generate if fn.__name__ == "generate" else check_evaluate
+            lines = check(dict(task.__arguments__))
             if self.dryrun:
-                print("\n".join(["nemo_lite generation plan:", *("  " + x for x in lines)]))
+                print("\n".join([f"nemo_lite {fn.__name__} plan:", *("  " + x for x in lines)]))
             return task
         if "trainer" not in _target_parameters(task):  # a conversion (import / export)
             from nemo_lite.cli.convert import check_conversion

@@ -49,6 +49,7 @@ _EXPORTS = {
     "export_ckpt": "nemo_lite.llm.hf.export",
     "generate": "nemo_lite.llm.inference.generate",
     "load_generator": "nemo_lite.llm.inference.generator",
+    "evaluate": "nemo_lite.llm.evaluation.evaluate",
 }
 
 _SUBPACKAGES = ("peft", "hf")

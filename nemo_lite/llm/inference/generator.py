@@ -29,9 +29,9 @@ from nemo_lite.llm.inference.checks import (
 class Generator:
     """megatron's engine over this rank's model; `close()` (or `with`) releases the rank."""
 
-    def __init__(self, engine: Any, tokenizer: Any, *, max_batch_size: int,
+    def __init__(self, engine: Any, tokenizer: Any, *, model: Any, max_batch_size: int,
                  max_sequence_length: int, default_seed: int, world: contextlib.ExitStack):
-        self.engine, self.tokenizer = engine, tokenizer
+        self.engine, self.tokenizer, self.model = engine, tokenizer, model
         self.max_batch_size, self.max_sequence_length = max_batch_size, max_sequence_length
         self.default_seed, self.world = default_seed, world
 
@@ -74,6 +74,18 @@ class Generator:
                 shares, mine, group=parallel_state.get_data_parallel_group())
         return [request for _, request in sorted(
             (pair for share in shares for pair in share), key=lambda pair: pair[0])]
+
+    def logits(self, tokens: Any) -> Any:
+        """fp32 logits [rows, length, vocabulary] of one full forward (no KV cache) over
+        `tokens` [rows, length] (the scoring of `llm.evaluate`; one rank, TP = PP = 1)."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        tokens = tokens.to(device)
+        positions = torch.arange(tokens.shape[1], device=device).expand_as(tokens)
+        with torch.no_grad():
+            logits = self.model(input_ids=tokens, position_ids=positions, attention_mask=None)
+        return logits.float().cpu()
 
     def _check_lengths(self, prompts: list[str], params: Any, add_BOS: bool) -> None:
         longest = max(len(self.tokenizer.tokenize(p)) for p in prompts) + int(add_BOS)
@@ -163,7 +175,7 @@ def _load_on_rank(trainer: Any, ckpt: Any, world: contextlib.ExitStack, *,
     engine = static_inference_engine(chunks[0].eval(), controller,
                                      max_batch_size=max_batch_size,
                                      max_sequence_length=max_sequence_length)
-    return Generator(engine, tokenizer, max_batch_size=max_batch_size,
+    return Generator(engine, tokenizer, model=chunks[0], max_batch_size=max_batch_size,
                      max_sequence_length=max_sequence_length,
                      default_seed=model.config.inference_sampling_seed, world=world)
 
