@@ -25,14 +25,15 @@ def generate(path: str = "", prompts: Optional[list[str]] = None,
              trainer: Any = None, inference_params: Any = None, max_batch_size: int = 8,
              random_seed: Optional[int] = None, add_BOS: bool = False) -> None:
     """Generate from checkpoint `path`: print each prompt's text, or write them as jsonl."""
+    import torch.distributed as dist
+
     from nemo_lite import llm
-    from nemo_lite.cli.run_context import launching_process
 
     texts = read_prompts(prompts, prompts_file)
     results = llm.generate(path=path, prompts=texts, trainer=trainer,
                            inference_params=inference_params, max_batch_size=max_batch_size,
                            random_seed=random_seed, add_BOS=add_BOS)
-    if not launching_process():  # every rank has the results; rank 0 reports them
+    if dist.is_initialized() and dist.get_rank() != 0:  # every rank has them; rank 0 reports
         return
     rows = [{"prompt": r.prompt, "generated_text": r.generated_text,
              "generated_tokens": r.generated_tokens.tolist()} for r in results]

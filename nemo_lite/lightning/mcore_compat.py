@@ -53,16 +53,16 @@ def async_save_kwargs() -> dict[str, Any]:
     return {"async_strategy": "mcore"} if at_least("0.19") else {}
 
 
-def static_inference_engine(chunk: Any, controller: Any, *, max_batch_size: int,
-                            max_sequence_length: int) -> Any:
+def static_inference_engine(chunk: Any, controller: Any, *, padded_vocab_size: int,
+                            max_batch_size: int, max_sequence_length: int) -> Any:
     """megatron's static-batch inference engine over `chunk` (`GPTInferenceWrapper` ->
     `TextGenerationController` -> `StaticInferenceEngine(legacy=True)`), with a KV cache for
     `max_batch_size` rows of `max_sequence_length` tokens. `controller(wrapped_model)` makes
     the `TextGenerationController` (or a subclass).
 
     0.16: `InferenceWrapperConfig` carries the sizes (`inference_batch_times_seqlen_threshold=-1`
-    keeps pipeline micro-batching off; `padded_vocab_size` is the chunk's padded `vocab_size`, read
-    inside a Float16Module wrapper) and the
+    keeps pipeline micro-batching off; `padded_vocab_size`: the output layer's rows, all TP ranks
+    together) and the
     context comes from `StaticInferenceContext.from_config`. 0.19: no wrapper config;
     `StaticInferenceContext(max_batch_size, max_sequence_length)`, `GPTInferenceWrapper(model,
     context)`, the vocabulary from the model. Both: `legacy=True` (the default path builds a
@@ -84,13 +84,11 @@ def static_inference_engine(chunk: Any, controller: Any, *, max_batch_size: int,
             InferenceWrapperConfig,
         )
 
-        from nemo_lite.lightning.model_state import unwrap
-
         config = chunk.config
         wrapper_config = InferenceWrapperConfig(
             hidden_size=config.hidden_size, params_dtype=config.params_dtype,
             inference_batch_times_seqlen_threshold=-1,
-            padded_vocab_size=unwrap(chunk).vocab_size, inference_max_requests=max_batch_size,
+            padded_vocab_size=padded_vocab_size, inference_max_requests=max_batch_size,
             inference_max_seq_length=max_sequence_length)
         context = StaticInferenceContext.from_config(wrapper_config)
         wrapped = GPTInferenceWrapper(chunk, wrapper_config, context)

@@ -22,14 +22,19 @@ def test_items_are_dealt_by_size_and_keep_file_order():
 
 
 class _RecordingPlanner(DefaultLoadPlanner):
-    """Notes which thread each tensor was copied in."""
+    """Notes which thread each tensor was copied in; a thread's first copy waits until two
+    threads copy at once (it times out if the shares were read one after the other)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.threads: set[str] = set()
+        self.both_reading = threading.Barrier(2, timeout=30)
 
     def resolve_tensor(self, read_item):  # noqa: ANN001, ANN201 - torch's signature
-        self.threads.add(threading.current_thread().name)
+        name = threading.current_thread().name
+        if name not in self.threads:
+            self.threads.add(name)
+            self.both_reading.wait()
         return super().resolve_tensor(read_item)
 
 

@@ -128,7 +128,7 @@ def _load_merged(ckpt: Path, config: Any) -> Any:
     trainable-only checkpoint's frozen base from the checkpoint its manifest names)."""
     from nemo_lite.io import load_context
     from nemo_lite.io.errors import ContextError
-    from nemo_lite.lightning.model_state import load_saved_model
+    from nemo_lite.lightning.saved_model import load_saved_model
 
     chunk = build_without_init(config)
     try:

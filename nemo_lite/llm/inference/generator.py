@@ -147,7 +147,7 @@ def _load_on_rank(trainer: Any, ckpt: Any, world: contextlib.ExitStack, *,
 
     from nemo_lite.io import load_context
     from nemo_lite.lightning.mcore_compat import end_inference_mode, static_inference_engine
-    from nemo_lite.lightning.model_state import load_saved_model
+    from nemo_lite.lightning.saved_model import load_saved_model
     from nemo_lite.llm.inference.controller import RealVocabController
     from nemo_lite.llm.inference.tokenizer import MegatronTokenizer
 
@@ -165,6 +165,7 @@ def _load_on_rank(trainer: Any, ckpt: Any, world: contextlib.ExitStack, *,
     model.configure_model()
     chunks = [chunk.to(strategy.root_device) for chunk in model.module]
     load_saved_model(chunks, ckpt)
+    padded_vocab_size = chunks[0].vocab_size  # megatron's GPTModel: the padded vocabulary
     if strategy.precision_plugin.is_half:  # bf16 / fp16 compute, as the strategy trains
         from megatron.core.transformer.module import Float16Module
 
@@ -173,6 +174,7 @@ def _load_on_rank(trainer: Any, ckpt: Any, world: contextlib.ExitStack, *,
     controller = functools.partial(RealVocabController, tokenizer=tokenizer,
                                    real_vocab_size=model.config.vocab_size)
     engine = static_inference_engine(chunks[0].eval(), controller,
+                                     padded_vocab_size=padded_vocab_size,
                                      max_batch_size=max_batch_size,
                                      max_sequence_length=max_sequence_length)
     return Generator(engine, tokenizer, model=chunks[0], max_batch_size=max_batch_size,
