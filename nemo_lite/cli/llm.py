@@ -21,6 +21,7 @@ from nemo_lite.cli import (
     generate,
 )
 from nemo_lite.cli.run_context import LiteRunContext
+from nemo_lite.lightning.quiet import quiet_command
 from nemo_lite.llm import api
 from recipes.data import mock_data, pretraining_data
 from recipes.sft_data import finetuning_data
@@ -102,4 +103,5 @@ def register() -> None:
         run.cli.factory(target=Any, name=name)(LazyModel(name))
 
 
+quiet_command()
 register()

@@ -3,7 +3,8 @@
 Each entry names a message of Lightning or megatron-core that says nothing to a nemo_lite user,
 where it comes from and why it is dropped. Nothing is patched: log records are filtered on the
 emitting loggers and warnings by message, and only these messages. `nl.Trainer` installs them
-(`quiet_run()`); the CPU-only ones are installed by MegatronStrategy when no GPU is used.
+(`quiet_run()`); the CPU-only ones are installed by MegatronStrategy when no GPU is used; the
+command line's by `nemo_lite.cli.llm` when NeMo-Run loads it (`quiet_command()`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ CPU: tuple[Quieted, ...] = (
             "a CUDA stream setting; printed once per rank on CPU runs, where it means nothing"),
 )
 
+COMMAND: tuple[Quieted, ...] = (
+    Quieted("torch.utils.cpp_extension", "No CUDA runtime is found",
+            "logged when megatron-core 0.19 imports torch's extension builder on a machine "
+            "without CUDA but with a CUDA_HOME-like directory; nemo_lite builds no extension, "
+            "and the line would precede every one-line error of the CLI"),
+)
+
 
 class _DropMessages(logging.Filter):
     def __init__(self, prefixes: tuple[str, ...]) -> None:
@@ -73,6 +81,11 @@ def quiet_run() -> None:
 
 def quiet_cpu_run() -> None:
     install(CPU)
+
+
+def quiet_command() -> None:
+    """For `nemo llm ...`: installed when nemo_lite's CLI module loads, before megatron does."""
+    install(COMMAND)
 
 
 def _escape(text: str) -> str:

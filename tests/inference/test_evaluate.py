@@ -111,3 +111,25 @@ def test_the_cli_prints_the_table_and_writes_the_json(models, tmp_path):
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and "unknown task hellaswag" in lines[0], \
         bad.stderr[-2000:]
+
+
+def test_a_users_task_directory_runs(models, tmp_path):
+    """include_path=[DIR]: lm-eval task YAML over a local jsonl (datasets' json loader, an
+    absolute data_files path), as the README documents."""
+    import json
+
+    from nemo_lite import llm
+
+    ckpt, _ = models
+    rows = [{"q": f"x = {i} +", "choices": [f" {i}", " banana"], "gold": 0} for i in range(6)]
+    (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "mine.yaml").write_text(
+        "task: my_local_task\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {tmp_path / 'mine.jsonl'}\noutput_type: multiple_choice\ntest_split: test\n"
+        "doc_to_text: '{{q}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: '{{gold}}'\n"
+        "metric_list:\n  - metric: acc\nmetadata:\n  version: 1.0\n")
+    results = llm.evaluate(path=str(ckpt), tasks=["my_local_task"],
+                           include_path=[str(tmp_path / "tasks")])
+    assert results["results"]["my_local_task"]["sample_len"] == 6
+    assert 0.0 <= results["results"]["my_local_task"]["acc,none"] <= 1.0

@@ -84,7 +84,8 @@ class Generator:
         tokens = tokens.to(device)
         positions = torch.arange(tokens.shape[1], device=device).expand_as(tokens)
         with torch.no_grad():
-            logits = self.model(input_ids=tokens, position_ids=positions, attention_mask=None)
+            logits = self.model(input_ids=tokens, position_ids=positions, attention_mask=None,
+                                runtime_gather_output=True)  # whole vocabulary rows
         return logits.float().cpu()
 
     def _check_lengths(self, prompts: list[str], params: Any, add_BOS: bool) -> None:
