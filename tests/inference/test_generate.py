@@ -180,6 +180,23 @@ def test_stop_strings_end_each_row_independently(imported):
             assert after.generated_tokens.tolist() == before.generated_tokens.tolist()
 
 
+def test_a_checkpoint_without_a_tokenizer_is_refused_before_loading(imported, tmp_path):
+    """The saved model had tokenizer=None: one error naming `tokenizer=`, before any rank."""
+    import shutil
+
+    from nemo_lite import llm
+    from nemo_lite.io import load_context, save_context
+    from nemo_lite.llm.inference.checks import GenerateError
+
+    _, ckpt = imported["llama3"]
+    bare = tmp_path / "bare"
+    shutil.copytree(ckpt, bare)
+    shutil.rmtree(bare / "context")
+    save_context(bare, model=llm.GPTModel(load_context(ckpt, subpath="model.config")))
+    with pytest.raises(GenerateError, match=r"saved no tokenizer .*tokenizer=\.\.\."):
+        llm.generate(path=str(bare), prompts=["hi"])
+
+
 def test_bad_input_is_one_clear_error(imported, tmp_path):
     from nemo_lite import lightning as nl
     from nemo_lite import llm
