@@ -36,18 +36,10 @@ def default_output(path: str) -> str:
 
 def check_evaluate(arguments: dict[str, Any]) -> list[str]:
     """The plan `--dryrun` prints; any problem raises one EvaluateError line."""
-    from nemo_lite.lightning.checkpoint_dir import resolve_checkpoint_path
-    from nemo_lite.lightning.checkpoint_io import checkpoint_problem
     from nemo_lite.llm.evaluation.evaluate import EvaluateError, local_task_manager
-    from nemo_lite.llm.inference.checks import saved_tokenizer
+    from nemo_lite.llm.inference.checks import saved_checkpoint
 
-    if not arguments.get("path"):
-        raise EvaluateError("evaluate needs path=CHECKPOINT.")
-    ckpt = resolve_checkpoint_path(arguments["path"])
-    problem, _ = checkpoint_problem(ckpt)
-    if problem:
-        raise EvaluateError(problem)
-    saved_tokenizer(ckpt)
+    ckpt, _ = saved_checkpoint(arguments.get("path"), "evaluate", EvaluateError)
     tasks = arguments.get("tasks") or []
     known = set(local_task_manager(arguments.get("include_path")).all_tasks)
     unknown = [task for task in tasks if task not in known] or ([] if tasks else ["(none given)"])

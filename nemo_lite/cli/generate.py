@@ -92,17 +92,9 @@ def check_generate(arguments: dict[str, Any]) -> list[str]:
     import fiddle as fdl
 
     from nemo_lite.io import load_context
-    from nemo_lite.lightning.checkpoint_dir import resolve_checkpoint_path
-    from nemo_lite.lightning.checkpoint_io import checkpoint_problem
-    from nemo_lite.llm.inference.checks import GenerateError, sampling_params, saved_tokenizer
+    from nemo_lite.llm.inference.checks import GenerateError, sampling_params, saved_checkpoint
 
-    if not arguments.get("path"):
-        raise GenerateError("generate needs path=CHECKPOINT.")
-    ckpt = resolve_checkpoint_path(arguments["path"])
-    problem, _ = checkpoint_problem(ckpt)
-    if problem:
-        raise GenerateError(problem)
-    tokenizer = saved_tokenizer(ckpt)
+    ckpt, tokenizer = saved_checkpoint(arguments.get("path"), "generate")
     texts = read_prompts(arguments.get("prompts"), arguments.get("prompts_file"))
     params = arguments.get("inference_params")
     params = sampling_params(fdl.build(params) if isinstance(params, fdl.Buildable) else params)

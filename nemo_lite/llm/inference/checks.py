@@ -86,3 +86,18 @@ def sampling_params(given: Any) -> Any:
             f"inference_params top_k={given.top_k}, top_p={given.top_p}: use top_k >= 0 and "
             "0 <= top_p <= 1, not both (megatron samples with one of them).")
     return given
+
+
+def saved_checkpoint(path: Any, command: str, error: type = GenerateError) -> tuple[Any, Any]:
+    """(checkpoint directory, its saved tokenizer) for the CLI's checks before launch: a
+    missing path, an incomplete or corrupt checkpoint or a missing tokenizer is one `error`."""
+    from nemo_lite.lightning.checkpoint_dir import resolve_checkpoint_path
+    from nemo_lite.lightning.checkpoint_io import checkpoint_problem
+
+    if not path:
+        raise error(f"{command} needs path=CHECKPOINT.")
+    ckpt = resolve_checkpoint_path(path)
+    problem, _ = checkpoint_problem(ckpt)
+    if problem:
+        raise error(problem)
+    return ckpt, saved_tokenizer(ckpt)
