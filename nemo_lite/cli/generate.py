@@ -11,6 +11,7 @@ plan.
 """
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,17 +24,30 @@ PROMPT_KEYS = ("prompt", "input", "text")
 def generate(path: str = "", prompts: Optional[list[str]] = None,
              prompts_file: Optional[str] = None, output_path: Optional[str] = None,
              trainer: Any = None, inference_params: Any = None, max_batch_size: int = 8,
-             random_seed: Optional[int] = None, add_BOS: bool = False) -> None:
-    """Generate from checkpoint `path`: print each prompt's text, or write them as jsonl."""
+             random_seed: Optional[int] = None, add_BOS: bool = False, chat: bool = False,
+             stream: bool = True) -> None:
+    """Generate from checkpoint `path`: print each prompt's text (one prompt: token by token
+    unless stream=False), or write them as jsonl."""
     import torch.distributed as dist
 
     from nemo_lite import llm
+    from nemo_lite.llm.inference.stopping import ShownText
 
-    texts = read_prompts(prompts, prompts_file)
+    texts = read_prompts(prompts, prompts_file, chat)
+    shown = None
+    if stream and len(texts) == 1 and not output_path:
+        shown = ShownText(_write)
+        _write(f"--- prompt: {_label(texts[0])}\n")
     results = llm.generate(path=path, prompts=texts, trainer=trainer,
                            inference_params=inference_params, max_batch_size=max_batch_size,
-                           random_seed=random_seed, add_BOS=add_BOS)
+                           random_seed=random_seed, add_BOS=add_BOS, chat=chat,
+                           on_text=(lambda _, text: _rank_zero(shown.update, text))
+                           if shown else None)
     if dist.is_initialized() and dist.get_rank() != 0:  # every rank has them; rank 0 reports
+        return
+    if shown is not None:
+        shown.finish(results[0].generated_text)
+        _write("\n")
         return
     rows = [{"prompt": r.prompt, "generated_text": r.generated_text,
              "generated_tokens": r.generated_tokens.tolist()} for r in results]
@@ -46,6 +60,22 @@ def generate(path: str = "", prompts: Optional[list[str]] = None,
         return
     for row in rows:
         print(f"--- prompt: {row['prompt']!r}\n{row['prompt']}{row['generated_text']}")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _rank_zero(show: Any, text: str) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        show(text)
+
+
+def _label(prompt: Any) -> str:
+    return repr(prompt) if isinstance(prompt, str) else f"chat of {len(prompt)} message(s)"
 
 
 def generate_defaults() -> run.Partial:
@@ -61,17 +91,22 @@ def generate_defaults() -> run.Partial:
         inference_params=run.Config(SamplingParams, top_k=1, num_tokens_to_generate=32))
 
 
-def read_prompts(prompts: Optional[list[str]], prompts_file: Optional[str]) -> list[str]:
-    from nemo_lite.llm.inference.checks import GenerateError, checked_prompts
+def read_prompts(prompts: Optional[list[Any]], prompts_file: Optional[str],
+                 chat: bool = False) -> list[Any]:
+    """The prompts given on the command line or in a jsonl file (with `chat`, a line may hold
+    a conversation: {"messages": [...]})."""
+    from nemo_lite.llm.inference.checks import GenerateError
+    from nemo_lite.llm.inference.prompts import checked_prompts
 
     if bool(prompts) == bool(prompts_file):
         raise GenerateError("give prompts='[\"...\"]' or prompts_file=FILE.jsonl (one of them).")
     if prompts:
-        return checked_prompts(prompts)
+        return checked_prompts(prompts, chat)
     file = Path(prompts_file)
     if not file.is_file():
         raise GenerateError(f"prompts_file={file}: no such file.")
-    texts = []
+    keys = (("messages",) if chat else ()) + PROMPT_KEYS
+    found = []
     for number, line in enumerate(file.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -79,12 +114,12 @@ def read_prompts(prompts: Optional[list[str]], prompts_file: Optional[str]) -> l
             row = json.loads(line)
         except ValueError:
             raise GenerateError(f"{file}:{number}: not a JSON line.") from None
-        text = next((row[k] for k in PROMPT_KEYS if isinstance(row, dict) and k in row), None)
-        if not isinstance(text, str) or not text:
+        prompt = next((row[k] for k in keys if isinstance(row, dict) and k in row), None)
+        if not (isinstance(prompt, str) and prompt) and not (chat and isinstance(prompt, list)):
             raise GenerateError(f"{file}:{number}: no prompt: give each line a non-empty "
-                                f"{' / '.join(PROMPT_KEYS)} field.")
-        texts.append(text)
-    return checked_prompts(texts)
+                                f"{' / '.join(keys)} field.")
+        found.append(prompt)
+    return checked_prompts(found, chat)
 
 
 def check_generate(arguments: dict[str, Any]) -> list[str]:
@@ -93,18 +128,19 @@ def check_generate(arguments: dict[str, Any]) -> list[str]:
 
     from nemo_lite.io import load_context
     from nemo_lite.llm.inference.checks import GenerateError, sampling_params, saved_checkpoint
+    from nemo_lite.llm.inference.prompts import chat_format, check_fits, tokenized_prompts
 
     ckpt, tokenizer = saved_checkpoint(arguments.get("path"), "generate")
-    texts = read_prompts(arguments.get("prompts"), arguments.get("prompts_file"))
+    chat = bool(arguments.get("chat"))
+    texts = read_prompts(arguments.get("prompts"), arguments.get("prompts_file"), chat)
     params = arguments.get("inference_params")
     params = sampling_params(fdl.build(params) if isinstance(params, fdl.Buildable) else params)
-    longest = max(len(tokenizer.text_to_ids(t)) for t in texts)
-    context = load_context(ckpt, subpath="model.config").seq_length
-    if longest + params.num_tokens_to_generate > context:
-        raise GenerateError(
-            f"the longest prompt ({longest} tokens) plus num_tokens_to_generate "
-            f"({params.num_tokens_to_generate}) is more than the model's context of {context} "
-            "(config.seq_length): shorten the prompt or generate fewer tokens.")
+    form = chat_format(ckpt, tokenizer) if chat else None
+    tokenized = tokenized_prompts(texts, tokenizer, add_BOS=bool(arguments.get("add_BOS")),
+                                  chat=form)
+    check_fits(tokenized, params.num_tokens_to_generate,
+               load_context(ckpt, subpath="model.config").seq_length,
+               "the model's context (config.seq_length)")
     output = arguments.get("output_path")
     if output and Path(output).exists():
         raise GenerateError(f"output_path={output} exists: remove it or choose another.")
@@ -112,6 +148,8 @@ def check_generate(arguments: dict[str, Any]) -> list[str]:
         raise GenerateError(f"output_path={output}: its directory does not exist.")
     sampling = ("greedy" if params.top_k == 1 else
                 f"temperature {params.temperature}, top_k {params.top_k}, top_p {params.top_p}")
+    longest = max(len(p.ids) for p in tokenized)
     return [f"checkpoint: {ckpt}", f"prompts: {len(texts)} (longest {longest} tokens)",
+            *([f"chat format: {form.name}"] if form else []),
             f"sampling: {sampling}, {params.num_tokens_to_generate} new tokens",
             f"output: {output or 'printed'}"]

@@ -63,6 +63,7 @@ def test_import_lora_finetune_export_learns(tmp_path):
     # the LoRA checkpoint generates directly (base + adapters applied): the same greedy ids as
     # transformers on the merged export
     from nemo_lite import llm
+    from nemo_lite.llm.data.finetuning import load_examples
     from tests.inference.test_generate import PROMPTS, hf_greedy, params
 
     results = llm.generate(path=paths["finetuned"], prompts=PROMPTS,
@@ -74,6 +75,18 @@ def test_import_lora_finetune_export_learns(tmp_path):
         assert ids == hf_greedy(Path(paths["exported"]), prompt, eos_id), result.prompt
         base_differs |= ids != hf_greedy(source, prompt, eos_id)
     assert base_differs  # the adapters changed what the model says
+    # chat=True on a checkpoint fine-tuned by FineTuningDataModule: the prompt is the ids that
+    # module trains on before an answer (its chat format, tokenized piece by piece)
+    conversation = [{"role": "system", "content": "Double it."},
+                    {"role": "user", "content": "double 4?"}]
+    (chat,) = llm.generate(path=paths["finetuned"], prompts=[conversation], chat=True,
+                           inference_params=params(top_k=1))
+    (tmp_path / "chat.jsonl").write_text(json.dumps(
+        {"messages": [*conversation, {"role": "assistant", "content": "8"}]}) + "\n")
+    (example,) = load_examples(tmp_path / "chat.jsonl", llm.HFTokenizer(paths["exported"]), 64)
+    prompt = list(example.ids[:example.loss_mask.index(1) + 1])  # up to the first answer id
+    assert list(chat.prompt_tokens) == prompt
+    assert chat.generated_tokens.tolist() == hf_greedy(Path(paths["exported"]), prompt, eos_id)
 
 
 def test_finetuning_data_must_use_the_models_tokenizer(tmp_path):

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests._support.hf_models import tiny_model
-
 MC, PPL = "nemo_lite_stdlib_next_line", "nemo_lite_stdlib_docs"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(imported, tmp_path_factory):
     """(nemo_lite checkpoint, its Hugging Face export) of a tiny random Llama."""
     from nemo_lite import llm
 
     work = tmp_path_factory.mktemp("evaluate")
-    source = tiny_model(work, "llama3")
-    ckpt = llm.import_ckpt(source=f"hf://{source}", output_path=str(work / "llama3.nemo"))
+    _, ckpt = imported["llama3"]
     exported = llm.export_ckpt(str(ckpt), target="hf", output_path=str(work / "exported"))
     return ckpt, exported
 

@@ -17,25 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._support.hf_models import tiny_model
-
 PROMPTS = ["def function_3(x):", "def f", "    return x * 12 + 5\ndef function_"]
 NEW = 12
 SCRIPT = Path(__file__).parent / "scripts" / "generate_run.py"
-
-
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    """(HF directory, nemo_lite checkpoint) per family, imported once."""
-    from nemo_lite import llm
-
-    work = tmp_path_factory.mktemp("generate")
-    made = {}
-    for family in ("llama3", "gpt2", "mixtral"):
-        source = tiny_model(work, family)
-        made[family] = (source, llm.import_ckpt(source=f"hf://{source}",
-                                                output_path=str(work / f"{family}.nemo")))
-    return made
 
 
 def params(**kwargs):

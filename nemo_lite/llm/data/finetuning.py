@@ -40,10 +40,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.sampler import PAD_INDEX
+from nemo_lite.llm.data.chat_format import EOS, Piece, chat_turns, checked_messages
 from nemo_lite.llm.data.packing import PackedRows, TokenizedExample
 from nemo_lite.llm.data.resumable import ResumableDataMixin
 
-CHAT_ROLES = ("system", "user", "assistant")
 SPLIT_FILES = {"train": "training.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
 
 
@@ -51,8 +51,6 @@ class FineTuningDataError(ValueError):
     """A fine-tuning data file or option is unusable; the message says where and how to fix it."""
 
 
-EOS = None  # a piece that stands for the tokenizer's eos id
-Piece = tuple[Optional[str], bool]  # (text or EOS, trained)
 
 
 class _PromptTooLong(Exception):
@@ -92,24 +90,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def _render_chat(messages: Any, where: str) -> list[Piece]:
     """(text, trained) pieces of a conversation, with the eos after each answer."""
-    if not isinstance(messages, list) or not messages:
-        raise FineTuningDataError(f"{where}: 'messages' must be a non-empty list.")
-    pieces: list[Piece] = []
-    for n, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise FineTuningDataError(
-                f"{where}: message {n} needs a string 'content' and a 'role'."
-            )
-        role = message.get("role")
-        if role not in CHAT_ROLES:
-            raise FineTuningDataError(
-                f"{where}: message {n} has role {role!r}; use one of {', '.join(CHAT_ROLES)}."
-            )
-        pieces.append((f"<|{role}|>\n", False))
-        if role == "assistant":
-            pieces += [(message["content"], True), (EOS, True)]
-        else:
-            pieces.append((message["content"] + "\n", False))
+    pieces = chat_turns(checked_messages(messages, where, FineTuningDataError))
     if not any(trained for _, trained in pieces):
         raise FineTuningDataError(f"{where}: the conversation has no assistant message to learn.")
     return pieces

@@ -12,19 +12,6 @@ class GenerateError(ValueError):
     """Bad input to `llm.generate`: one line saying what is wrong and how to fix it."""
 
 
-def checked_prompts(prompts: Any) -> list[str]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts or [])
-    if not prompts:
-        raise GenerateError("no prompts: pass prompts=['...'] (a list of strings).")
-    for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt:
-            raise GenerateError(f"prompts[{index}] is {prompt!r}: every prompt must be a "
-                                "non-empty string.")
-    return prompts
-
-
 def default_trainer() -> Any:
     """One rank: the GPU when there is one, else the CPU."""
     from nemo_lite import lightning as nl

@@ -25,40 +25,49 @@ EP rank takes part in every step); every rank returns all results, in prompt ord
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from nemo_lite.llm.inference.checks import GenerateError  # noqa: F401 - its error
 from nemo_lite.llm.inference.generator import load_generator
 
 
-def generate(path: str, prompts: Sequence[str], trainer: Any = None,
+def generate(path: str, prompts: Sequence[Any], trainer: Any = None,
              inference_params: Any = None, max_batch_size: int = 8,
              random_seed: Optional[int] = None, add_BOS: bool = False,
-             text_only: bool = False) -> list[Any]:
+             text_only: bool = False, chat: bool = False,
+             on_text: Optional[Callable[[int, str], None]] = None) -> list[Any]:
     """Generate a continuation of each prompt with the model of checkpoint `path`.
 
     Returns megatron's `InferenceRequest`s in prompt order (`.generated_text`,
-    `.generated_tokens`, `.prompt_tokens`), or only the texts with `text_only=True`. Loads the
-    model for this call; `llm.load_generator` keeps it loaded for many calls.
+    `.generated_tokens`, `.prompt_tokens`), or only the texts with `text_only=True`.
+    `chat=True`: each prompt is a conversation (or a string: one user message) rendered in the
+    checkpoint's chat format (`prompts.py`). `on_text(index, text_so_far)` streams each
+    prompt's text as it grows. Loads the model for this call; `llm.load_generator` keeps it
+    loaded for many calls.
     """
     from nemo_lite.io import load_context
     from nemo_lite.lightning.checkpoint_dir import resolve_checkpoint_path
-    from nemo_lite.llm.inference.checks import checked_prompts, sampling_params, saved_tokenizer
+    from nemo_lite.llm.inference.checks import sampling_params, saved_tokenizer
+    from nemo_lite.llm.inference.prompts import (
+        chat_format,
+        check_fits,
+        checked_prompts,
+        tokenized_prompts,
+    )
 
-    prompts, params = checked_prompts(prompts), sampling_params(inference_params)
+    params = sampling_params(inference_params)
+    prompts = checked_prompts(prompts, chat)
     ckpt = resolve_checkpoint_path(path)
     tokenizer = saved_tokenizer(ckpt)
-    longest = max(len(tokenizer.text_to_ids(p)) for p in prompts) + int(add_BOS)
+    tokenized = tokenized_prompts(prompts, tokenizer, add_BOS=add_BOS,
+                                  chat=chat_format(ckpt, tokenizer) if chat else None)
     context = load_context(ckpt, subpath="model.config").seq_length
-    needed = longest + params.num_tokens_to_generate
-    if needed > context:
-        raise GenerateError(
-            f"the longest prompt ({longest} tokens) plus num_tokens_to_generate "
-            f"({params.num_tokens_to_generate}) is {needed} tokens, more than the model's "
-            f"context of {context} (config.seq_length): shorten the prompt or generate fewer "
-            "tokens.")
+    check_fits(tokenized, params.num_tokens_to_generate, context,
+               "the model's context (config.seq_length)")
+    needed = max(len(p.ids) for p in tokenized) + params.num_tokens_to_generate
     with load_generator(ckpt, trainer, max_batch_size=max_batch_size,
                         max_sequence_length=needed) as generator:  # a KV cache just this long
-        results = generator.generate(prompts, params, random_seed=random_seed, add_BOS=add_BOS)
+        results = generator.generate(tokenized, params, random_seed=random_seed,
+                                     on_text=on_text)
     return [r.generated_text for r in results] if text_only else results

@@ -10,46 +10,62 @@ static inference engine with a KV cache of `max_batch_size` rows x `max_sequence
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 from nemo_lite.llm.inference.checks import (
     GenerateError,
     check_layout,
-    checked_prompts,
     default_trainer,
     sampling_params,
     saved_tokenizer,
+)
+from nemo_lite.llm.inference.prompts import (
+    Prompt,
+    chat_format,
+    check_fits,
+    checked_prompts,
+    tokenized_prompts,
 )
 
 
 class Generator:
     """megatron's engine over this rank's model; `close()` (or `with`) releases the rank."""
 
-    def __init__(self, engine: Any, tokenizer: Any, *, model: Any, max_batch_size: int,
+    def __init__(self, engine: Any, tokenizer: Any, *, model: Any, ckpt: Any, max_batch_size: int,
                  max_sequence_length: int, default_seed: int, world: contextlib.ExitStack):
-        self.engine, self.tokenizer, self.model = engine, tokenizer, model
+        self.engine, self.tokenizer, self.model, self.ckpt = engine, tokenizer, model, ckpt
+        self._chat: Any = None  # the checkpoint's ChatFormat, read at the first chat prompt
         self.max_batch_size, self.max_sequence_length = max_batch_size, max_sequence_length
         self.default_seed, self.world = default_seed, world
 
-    def generate(self, prompts: Sequence[str], inference_params: Any = None,
-                 random_seed: Optional[int] = None, add_BOS: bool = False) -> list[Any]:
+    def generate(self, prompts: Sequence[Any], inference_params: Any = None,
+                 random_seed: Optional[int] = None, add_BOS: bool = False, chat: bool = False,
+                 on_text: Optional[Callable[[int, str], None]] = None) -> list[Any]:
         """megatron's `InferenceRequest` per prompt, in prompt order, on every rank.
 
-        Data-parallel replicas share the batches of `max_batch_size` prompts (with expert
-        parallelism each replica runs them all: every EP rank takes part in every step). Batch
-        b samples with seed `random_seed` + b whichever replica runs it, so a seed gives the same
-        text on any layout."""
+        `prompts`: strings; with `chat`, conversations too (`prompts.py`). `on_text(index,
+        text)` streams: at each new token, on the replica that runs prompt `index`, with the
+        part of its text so far that the final text holds (cut at a stop string, less a tail
+        that may still become one; the returned text is the final word). Data-parallel replicas share the batches
+        of `max_batch_size` prompts (with expert parallelism each replica runs them all: every
+        EP rank takes part in every step). Batch b samples with seed `random_seed` + b
+        whichever replica runs it, so a seed gives the same text on any layout."""
         import torch
         from megatron.core import parallel_state
 
         from nemo_lite.llm.inference.stopping import apply_stop_words
 
-        prompts, params = checked_prompts(prompts), sampling_params(inference_params)
-        self._check_lengths(prompts, params, add_BOS)
+        params = sampling_params(inference_params)
+        prompts = self.prompts(prompts, add_BOS=add_BOS, chat=chat)
+        check_fits(prompts, params.num_tokens_to_generate, self.max_sequence_length,
+                   "this generator's KV cache (load_generator's max_sequence_length, default "
+                   "the model's config.seq_length)")
         split = parallel_state.get_expert_model_parallel_world_size() == 1
         dp_rank = parallel_state.get_data_parallel_rank() if split else 0
         dp_size = parallel_state.get_data_parallel_world_size() if split else 1
@@ -59,14 +75,14 @@ class Generator:
             indices = range(batch * self.max_batch_size,
                             min((batch + 1) * self.max_batch_size, len(prompts)))
             self.engine.controller.sampling_rng.manual_seed(seed + batch)
-            with torch.no_grad():
-                done = self.engine.generate(prompts=[prompts[i] for i in indices],
-                                            add_BOS=add_BOS, sampling_params=params)
+            shown = None if on_text is None else _cut_at_stops(
+                lambda row, text, base=indices[0]: on_text(base + row, text), params.stop_words)
+            done = self._run([prompts[i] for i in indices], params, shown)
             if params.stop_words:
                 done = [apply_stop_words(r, params.stop_words, self.tokenizer.detokenize,
                                          getattr(params, "detokenize_stop_sequence", False))
                         for r in done]
-            mine += zip(indices, done, strict=True)  # megatron keeps the prompt order
+            mine += zip(indices, done, strict=True)
         shares: list[Any] = [mine]
         if dp_size > 1:
             shares = [None] * dp_size
@@ -74,6 +90,65 @@ class Generator:
                 shares, mine, group=parallel_state.get_data_parallel_group())
         return [request for _, request in sorted(
             (pair for share in shares for pair in share), key=lambda pair: pair[0])]
+
+    def prompts(self, prompts: Sequence[Any], add_BOS: bool = False,
+                chat: bool = False) -> list[Prompt]:
+        """`prompts` as the model reads them (Prompts pass through as they are)."""
+        if prompts and all(isinstance(p, Prompt) for p in prompts):
+            return list(prompts)
+        if chat and self._chat is None:
+            self._chat = chat_format(self.ckpt, self.tokenizer.tokenizer)
+        return tokenized_prompts(checked_prompts(prompts, chat), self.tokenizer.tokenizer,
+                                 add_BOS=add_BOS, chat=self._chat if chat else None)
+
+    def _run(self, prompts: list[Prompt], params: Any,
+             on_text: Optional[Callable[[int, str], None]]) -> list[Any]:
+        """One batch through the engine, as its own `generate` runs it, with our token ids
+        (and megatron's token streams when `on_text` is given)."""
+        from megatron.core.inference.inference_request import InferenceRequest
+
+        engine = self.engine
+
+        def add(prompt: Prompt, streaming: bool) -> Any:
+            request = InferenceRequest(request_id=engine.get_new_request_id(), prompt=prompt.text,
+                                       prompt_tokens=list(prompt.ids), sampling_params=params)
+            return engine.add_request(prompt=prompt.text, sampling_params=params,
+                                      streaming=streaming, inference_request=request)
+
+        if on_text is None:
+            ids = [add(prompt, False) for prompt in prompts]
+            self._run_engine()
+        else:
+            ids = asyncio.run(self._streamed(prompts, add, on_text))
+        # megatron's text is detokenize(prompt + generated)[len(prompt text):], which cuts
+        # wrongly when the prompt's ids do not print as its text (a chat template's special
+        # tokens); the text of the generated ids is what streaming and stop strings see
+        return [dataclasses.replace(request, generated_text=self.tokenizer.detokenize(
+                    request.generated_tokens.tolist()))
+                for request in (engine.scheduler.completed_request_pool[i] for i in ids)]
+
+    async def _streamed(self, prompts: list[Prompt], add: Callable,
+                        on_text: Callable[[int, str], None]) -> list[Any]:
+        """megatron's streaming: the engine runs in a worker thread (as `run_engine_async`
+        does) while this loop hands each request's partial text to `on_text`."""
+        ids = [add(prompt, True) for prompt in prompts]  # streams bound to this running loop
+
+        async def follow(row: int, request_id: Any) -> None:
+            async for partial in self.engine.get_stream_generator(request_id):
+                on_text(row, partial.generated_text or "")
+
+        work = asyncio.get_running_loop().run_in_executor(None, self._run_engine)
+        await asyncio.gather(work, *(follow(row, i) for row, i in enumerate(ids)))
+        return ids
+
+    def _run_engine(self) -> None:
+        import torch
+
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":  # a worker thread starts on device 0
+            torch.cuda.set_device(device)
+        with torch.no_grad():  # grad mode is per thread
+            self.engine.run_engine()
 
     def logits(self, tokens: Any) -> Any:
         """fp32 logits [rows, length, vocabulary] of one full forward (no KV cache) over
@@ -87,17 +162,6 @@ class Generator:
             logits = self.model(input_ids=tokens, position_ids=positions, attention_mask=None,
                                 runtime_gather_output=True)  # whole vocabulary rows
         return logits.float().cpu()
-
-    def _check_lengths(self, prompts: list[str], params: Any, add_BOS: bool) -> None:
-        longest = max(len(self.tokenizer.tokenize(p)) for p in prompts) + int(add_BOS)
-        total = longest + params.num_tokens_to_generate
-        if total > self.max_sequence_length:
-            raise GenerateError(
-                f"the longest prompt ({longest} tokens) plus num_tokens_to_generate "
-                f"({params.num_tokens_to_generate}) is {total} tokens, more than the "
-                f"{self.max_sequence_length} this generator holds (the model's context, "
-                "config.seq_length, or load_generator's max_sequence_length): shorten the "
-                "prompt or generate fewer tokens.")
 
     def close(self) -> None:
         self.world.close()
@@ -178,7 +242,7 @@ def _load_on_rank(trainer: Any, ckpt: Any, world: contextlib.ExitStack, *,
                                      padded_vocab_size=padded_vocab_size,
                                      max_batch_size=max_batch_size,
                                      max_sequence_length=max_sequence_length)
-    return Generator(engine, tokenizer, model=chunks[0], max_batch_size=max_batch_size,
+    return Generator(engine, tokenizer, model=chunks[0], ckpt=ckpt, max_batch_size=max_batch_size,
                      max_sequence_length=max_sequence_length,
                      default_seed=model.config.inference_sampling_seed, world=world)
 
@@ -206,3 +270,15 @@ def _one_process_world() -> Iterator[None]:
                 os.environ[name] = value
 
 
+
+
+def _cut_at_stops(on_text: Callable[[int, str], None],
+                  stop_words: Optional[Sequence[str]]) -> Callable[[int, str], None]:
+    """`on_text` seeing of each row's text what its final text surely holds
+    (`stopping.visible_text`)."""
+    if not stop_words:
+        return on_text
+
+    from nemo_lite.llm.inference.stopping import visible_text
+
+    return lambda row, text: on_text(row, visible_text(text, stop_words))

@@ -42,3 +42,35 @@ def apply_stop_words(request: Any, stop_words: Sequence[str], detokenize: Callab
     if request.generated_log_probs is not None:
         changes["generated_log_probs"] = request.generated_log_probs[:kept]
     return dataclasses.replace(request, **changes)
+
+
+def visible_text(text: str, stop_words: Sequence[str]) -> str:
+    """What of a growing `text` the final text surely holds: the text before its first stop
+    string, or, with none yet, the text less a tail that may still become one."""
+    hits = [text.find(word) for word in stop_words if word in text]
+    if hits:
+        return text[:min(hits)]
+    for start in range(max(0, len(text) - max(map(len, stop_words), default=0) + 1), len(text)):
+        if any(word.startswith(text[start:]) for word in stop_words):
+            return text[:start]
+    return text
+
+
+class ShownText:
+    """A growing text written to a terminal piece by piece (`update`, with the texts of
+    `Generator.generate`'s `on_text`), then completed with the final text (`finish`). A
+    character whose bytes are still arriving (U+FFFD at the end) waits for the next update."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write, self.shown = write, ""
+
+    def update(self, text: str) -> None:
+        self._show(text.rstrip("\ufffd"))
+
+    def finish(self, text: str) -> None:
+        self._show(text)
+
+    def _show(self, text: str) -> None:
+        if text.startswith(self.shown) and len(text) > len(self.shown):
+            self.write(text[len(self.shown):])
+            self.shown = text
