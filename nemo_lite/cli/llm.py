@@ -86,8 +86,8 @@ def register() -> None:
         run.cli.entrypoint(name="generate", namespace="llm", run_ctx_cls=LiteRunContext,
                            default_factory=generate.generate_defaults)(generate.generate)
     if getattr(evaluate.evaluate, "cli_entrypoint", None) is None:  # `nemo llm evaluate`
-        run.cli.entrypoint(name="evaluate", namespace="llm",
-                           run_ctx_cls=LiteRunContext)(evaluate.evaluate)
+        run.cli.entrypoint(name="evaluate", namespace="llm", run_ctx_cls=LiteRunContext,
+                           default_factory=evaluate.evaluate_defaults)(evaluate.evaluate)
     for entry, fn in ENTRYPOINTS.items():
         if getattr(fn, "cli_entrypoint", None) is None:
             run.cli.entrypoint(namespace="llm", run_ctx_cls=LiteRunContext)(fn)

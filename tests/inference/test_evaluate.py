@@ -79,6 +79,38 @@ def test_accuracy_and_perplexity_equal_lm_evals_hf_backend(models, tmp_path):
     assert saved["results"][MC]["acc,none"] == ours["results"][MC]["acc,none"]
 
 
+def test_two_tensor_parallel_ranks_score_as_one(models, tmp_path):
+    """TP2 on 2 CPU ranks: the same accuracy and (1e-4) perplexity as one rank; rank 0 writes
+    the json. Pipeline parallelism and repeating data-parallel replicas are refused."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from nemo_lite import lightning as nl
+    from nemo_lite import llm
+    from nemo_lite.llm.evaluation.evaluate import EvaluateError
+
+    ckpt, _ = models
+    out = tmp_path / "tp2.json"
+    script = Path(__file__).parent / "scripts" / "evaluate_run.py"
+    proc = subprocess.run([sys.executable, str(script), str(ckpt), str(out),
+                           json.dumps([MC, PPL]), "20"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(out.read_text())["results"]
+    one = llm.evaluate(path=str(ckpt), tasks=[MC, PPL], limit=20)["results"]
+    assert two[MC]["acc,none"] == one[MC]["acc,none"] and two[MC]["sample_len"] == 20
+    a, b = two[PPL]["byte_perplexity,none"], one[PPL]["byte_perplexity,none"]
+    assert abs(a - b) <= 1e-4 * b, (a, b)
+    for strategy, words in ((nl.MegatronStrategy(pipeline_model_parallel_size=2),
+                             "pipeline_model_parallel_size=2"),
+                            (nl.MegatronStrategy(), "2 data-parallel replicas")):
+        trainer = nl.Trainer(devices=2, accelerator="cpu", strategy=strategy)
+        with pytest.raises(EvaluateError, match=words):
+            llm.evaluate(path=str(ckpt), tasks=[MC], trainer=trainer)
+
+
 def test_unknown_task_lists_the_local_ones(models, tmp_path):
     from nemo_lite import llm
     from nemo_lite.llm.evaluation.evaluate import EvaluateError

@@ -4,7 +4,12 @@ Tasks come from local YAML only: the ones nemo_lite ships (`tasks/`: `nemo_lite_
 multiple choice; `nemo_lite_stdlib_docs`, perplexity) and the directories given as
 `include_path` (lm-eval's task format; point `custom_dataset` or `dataset_kwargs.data_files` at
 local files). A task name that is not found is an error listing the local ones, before the model
-loads. Scoring runs on one rank (tensor / pipeline parallel 1) in this release.
+loads.
+
+Ranks: `trainer` is launched as `llm.generate` launches it; each rank runs lm-eval over every
+request (the same order, the same batches), tensor / expert parallel ranks sharing each forward,
+and every rank returns the results; global rank 0 writes `output_path`. Pipeline parallelism and
+data-parallel replicas (which would only repeat the work) are refused before launch.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def evaluate(path: str, tasks: Sequence[str], limit: Optional[int] = None,
                             f"{', '.join(sorted(known))} (add yours with include_path=DIR).")
     if output_path and Path(output_path).exists():
         raise EvaluateError(f"output_path={output_path} exists: remove it or choose another.")
-    _check_one_rank(trainer)
+    check_trainer(trainer)
     ckpt = resolve_checkpoint_path(path)
     tokenizer = saved_tokenizer(ckpt)
     with load_generator(ckpt, trainer, max_batch_size=batch_size) as generator:
@@ -66,7 +71,7 @@ def evaluate(path: str, tasks: Sequence[str], limit: Optional[int] = None,
             num_fewshot=num_fewshot, random_seed=random_seed, numpy_random_seed=random_seed,
             torch_random_seed=random_seed, fewshot_random_seed=random_seed,
             log_samples=False)
-    if output_path:
+    if output_path and _rank() == 0:
         out = Path(output_path)
         tmp = out.with_name(out.name + ".incomplete")
         tmp.write_text(json.dumps(results, indent=2, default=str))
@@ -74,14 +79,33 @@ def evaluate(path: str, tasks: Sequence[str], limit: Optional[int] = None,
     return results
 
 
-def _check_one_rank(trainer: Any) -> None:
+def check_trainer(trainer: Any) -> None:
+    """Every rank scores every request with one full forward: tensor and expert parallel ranks
+    share that forward; pipeline stages, and data-parallel replicas that would only repeat it,
+    are refused."""
     if trainer is None:
         return
-    strategy = trainer.strategy
-    layout = getattr(strategy, "layout", None)
-    ranks = strategy.num_nodes * strategy.num_processes
-    if ranks > 1 or (layout is not None and layout.ranks_per_replica > 1):
+    from nemo_lite.llm.inference.checks import GenerateError, check_layout
+
+    try:
+        check_layout(trainer)
+    except GenerateError as error:
+        raise EvaluateError(str(error)) from None
+    strategy, layout = trainer.strategy, trainer.strategy.layout
+    if layout.pipeline_model_parallel_size > 1:
         raise EvaluateError(
-            f"this trainer asks for {ranks} rank(s) / a TP x PP x CP of "
-            f"{layout.ranks_per_replica if layout else '?'}: llm.evaluate scores on one rank in "
-            "this release; pass trainer=None (one rank) or a one-device trainer.")
+            f"pipeline_model_parallel_size={layout.pipeline_model_parallel_size}: llm.evaluate "
+            "scores with one full forward per rank; use tensor (or expert) parallelism to "
+            "spread the model.")
+    replicas = layout.data_parallel_size(strategy.num_nodes * strategy.num_processes)
+    if replicas > layout.expert_model_parallel_size:
+        raise EvaluateError(
+            f"{replicas} data-parallel replicas: each would score every request again; use "
+            f"devices = tensor_model_parallel_size x expert_model_parallel_size "
+            f"({layout.ranks_per_replica * layout.expert_model_parallel_size}).")
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0

@@ -22,6 +22,8 @@ import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from nemo_lite.llm.inference.prompts import Prompt
+
 
 class NemoLiteLM(TemplateLM):
     """lm-eval's model interface for a loaded nemo_lite checkpoint."""
@@ -95,7 +97,8 @@ class NemoLiteLM(TemplateLM):
                 top_k=0 if sampled else 1, temperature=float(settings.get("temperature", 1.0))
                 if sampled else 1.0, num_tokens_to_generate=new, stop_words=until or None)
             ids = self.tok_encode(context)[-(self.generator.max_sequence_length - new):]
-            text = self.generator.generate([self.text_tokenizer.ids_to_text(ids)], params)[0]
+            prompt = Prompt(self.text_tokenizer.ids_to_text(ids), ids)  # these ids, as hf's
+            text = self.generator.generate([prompt], params)[0]
             out.append(text.generated_text)
             self.cache_hook.add_partial("generate_until", (context, settings), out[-1])
         return out

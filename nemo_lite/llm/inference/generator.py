@@ -152,7 +152,8 @@ class Generator:
 
     def logits(self, tokens: Any) -> Any:
         """fp32 logits [rows, length, vocabulary] of one full forward (no KV cache) over
-        `tokens` [rows, length] (the scoring of `llm.evaluate`; one rank, TP = PP = 1)."""
+        `tokens` [rows, length] (the scoring of `llm.evaluate`): every rank calls it with the
+        same tokens; tensor parallel ranks gather the whole vocabulary (pipeline parallel 1)."""
         import torch
 
         device = next(self.model.parameters()).device
