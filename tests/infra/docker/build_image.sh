@@ -49,6 +49,12 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     --change 'ENV PYTHONUNBUFFERED=1' --change 'ENV OMP_NUM_THREADS=1' - "$BASE" >/dev/null
   rm -rf "$rootfs"
   log "base image built in $(( $(date +%s) - start )) s"
+  # bases of earlier pinned sets (about 4 GB each) and the nemo_lite layers on them go: the
+  # store is on /tmp and filled the disk once; one in use by a container stays (rmi refuses)
+  docker images --format '{{.Repository}}:{{.Tag}}' | grep '^nemo-lite:' \
+    | xargs -r docker rmi >/dev/null 2>&1 || true
+  docker images --format '{{.Repository}}:{{.Tag}}' | grep '^nemo-lite-base:' | grep -vx "$BASE" \
+    | xargs -r docker rmi >/dev/null 2>&1 || true
 fi
 
 src_hash=$( (echo "$BASE"; cd "$ROOT" && git ls-files -co --exclude-standard -- nemo_lite recipes \
