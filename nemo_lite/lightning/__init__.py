@@ -28,6 +28,8 @@ _EXPORTS = {
     "AutoResume": "nemo_lite.lightning.resume",
     "NeMoLogger": "nemo_lite.lightning.nemo_logger",
     "ModelCheckpoint": "nemo_lite.lightning.model_checkpoint",
+    "PreemptionCallback": "nemo_lite.lightning.preemption",
+    "Preempted": "nemo_lite.lightning.preemption",
     "MegatronCheckpointIO": "nemo_lite.lightning.checkpoint_io",
     "CheckpointError": "nemo_lite.lightning.checkpoint_io",
 }

@@ -71,12 +71,16 @@ class ModelCheckpoint(LightningModelCheckpoint, IOMixin):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         """A run that stops between save intervals still leaves its final state on disk."""
-        if (self.save_on_train_end and trainer.global_step > 0
-                and self._last_global_step_saved != trainer.global_step
-                and not trainer.sanity_checking):
+        if self.save_on_train_end and not trainer.sanity_checking:
+            self.save_now(trainer)
+        super().on_train_end(trainer, pl_module)
+
+    def save_now(self, trainer: Any) -> None:
+        """Save this step now (top-k and `last`, as at an interval) unless it is saved already;
+        every rank calls it (the preemption callback does, at the step all ranks agreed on)."""
+        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
             candidates = self._monitor_candidates(trainer)
             if self.monitor is None or self.monitor in candidates:
                 self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
             self._last_global_step_saved = trainer.global_step
-        super().on_train_end(trainer, pl_module)

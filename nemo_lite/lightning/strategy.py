@@ -45,6 +45,7 @@ from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.megatron_setup import init_parallel_state, write_model_config
 from nemo_lite.lightning.parallel import MegatronParallel
 from nemo_lite.lightning.precision import as_megatron_precision
+from nemo_lite.lightning.preemption import stop_signals_held
 from nemo_lite.lightning.progress import use_printed_progress
 from nemo_lite.lightning.sampler import EvalLimits, count_eval_limits_in_global_batches
 from nemo_lite.lightning.step_metrics import add_step_metrics
@@ -304,11 +305,12 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         restore = self.restore_config
         restored_from = (str(Path(restore.path).resolve())
                          if restore is not None and restore.load_model_state else None)
-        self.checkpointer.save(
-            checkpoint, filepath, chunks=list(self.megatron_parallel),
-            optimizers=self.optimizers, ddp_config=self.ddp_config,
-            layout_record=self.layout_record(), restored_from=restored_from,
-            write_context=functools.partial(write_run_context, self.lightning_module))
+        with stop_signals_held():  # the writer processes it starts outlive a SIGTERM
+            self.checkpointer.save(
+                checkpoint, filepath, chunks=list(self.megatron_parallel),
+                optimizers=self.optimizers, ddp_config=self.ddp_config,
+                layout_record=self.layout_record(), restored_from=restored_from,
+                write_context=functools.partial(write_run_context, self.lightning_module))
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict:
         """Collective: read `checkpoint_path` into the current layout (resharding as needed)."""

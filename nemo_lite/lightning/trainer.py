@@ -5,9 +5,10 @@ ranks (so Lightning must not add a DistributedSampler); evaluation runs under no
 rather than inference_mode (megatron modules keep state between steps); checkpoints come from
 `nl.ModelCheckpoint` when one is given (here, or by NeMoLogger), never from Lightning's
 default callback (it would write a `.ckpt` per epoch); Lightning's model table and start-up
-chatter give way to nemo_lite's run summary (`quiet.py`); and `fit` / `validate` check the
+chatter give way to nemo_lite's run summary (`quiet.py`); `fit` / `validate` check the
 parallel layout before Lightning spawns any rank, so a bad layout fails in the launching
-process with one clear error.
+process with one clear error; and a `PreemptionCallback` is there unless one is given, so a
+scheduler's SIGTERM / SIGUSR1 ends `fit` with a checkpoint and `Preempted` (exit code 75).
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class Trainer(pl.Trainer, IOMixin):
         kwargs.setdefault("enable_checkpointing", any(
             isinstance(cb, ModelCheckpoint) for cb in kwargs.get("callbacks") or []))
         kwargs.setdefault("logger", False)
+        # a scheduler's SIGTERM / SIGUSR1: checkpoint an agreed step, exit 75 (preemption.py)
+        from nemo_lite.lightning.preemption import PreemptionCallback
+
+        callbacks = list(kwargs.get("callbacks") or [])
+        if not any(isinstance(c, PreemptionCallback) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, PreemptionCallback()]
         # nemo_lite's start-of-run summary replaces Lightning's model table (whose FLOPs
         # column reads 0 for megatron modules)
         kwargs.setdefault("enable_model_summary", False)
@@ -54,10 +61,15 @@ class Trainer(pl.Trainer, IOMixin):
 
     def fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None,
             datamodule: Any = None, ckpt_path: Any = None, weights_only: Any = None) -> None:
+        from nemo_lite.lightning.preemption import PreemptionCallback
+
         data = datamodule if datamodule is not None else train_dataloaders
         self._validate_layout(model, data if isinstance(data, pl.LightningDataModule) else None)
-        return super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path,
-                           weights_only=weights_only)
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path,
+                    weights_only=weights_only)
+        for callback in self.callbacks:  # stopped on a scheduler's signal: exit code 75
+            if isinstance(callback, PreemptionCallback) and callback.stopped is not None:
+                raise callback.stopped
 
     def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: Any = None,
                  verbose: bool = True, datamodule: Any = None, weights_only: Any = None) -> Any:

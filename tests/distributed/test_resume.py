@@ -1,10 +1,14 @@
-"""A run killed with SIGKILL resumes, with the same command, exactly where it would have been.
+"""A run killed with SIGKILL, or stopped by a scheduler's signal, resumes, with the same
+command, exactly where it would have been.
 
 Two ranks, DP2 with the distributed optimizer and dropout 0.1 (so the RNG state matters),
 8 steps, a checkpoint every 2 steps. The reference runs uninterrupted. One copy is killed
 mid-training (after its step-4 checkpoint), another while its step-6 checkpoint is being
 committed; each is restarted with the same command and must reproduce the reference's
-per-step losses (fp32, 1e-6 relative) from the checkpoint on.
+per-step losses (fp32, 1e-6 relative) from the checkpoint on. Three more get a preemption
+signal during step 5 (SIGTERM to torchrun, SIGUSR1 to rank 1 only, SIGTERM to the process that
+Lightning's launcher runs as rank 0): each checkpoints step 5, which no interval would save,
+and exits with code 75; restarted together, all three continue with the reference's losses.
 """
 
 from __future__ import annotations
@@ -33,14 +37,16 @@ def run_spec(work: Path, name: str, **extra) -> dict:
             "resume": "if_exists", **extra}
 
 
-def start(work: Path, run: dict) -> subprocess.Popen:
+def start(work: Path, run: dict, output: Path | None = None) -> subprocess.Popen:
+    """torchrun with 2 ranks on `run`; its output to `output` (default: discarded)."""
     spec = work / f"spec_{run['name']}_{time.monotonic_ns()}.json"
     spec.write_text(json.dumps({"runs": [run]}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
            str(SCRIPTS / "ckpt_run.py"), str(spec)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    out = output.open("w") if output else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if output
+                            else subprocess.DEVNULL, start_new_session=True)
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
@@ -139,6 +145,64 @@ def test_killed_during_checkpoint_save_resumes_from_the_previous_one(work):
         assert abs(resumed[step] - reference[step]) <= 1e-6 * abs(reference[step]), (
             step, resumed, reference)
     assert_kept_checkpoints(run_dir, resumed_from="step=4-consumed_samples=32")
+
+
+PREEMPTIONS = {"torchrun-SIGTERM": ("torchrun", signal.SIGTERM),
+               "rank1-SIGUSR1": ("rank 1", signal.SIGUSR1),
+               "lightning-SIGTERM": ("lightning rank 0", signal.SIGTERM)}
+
+
+def test_a_preemption_signal_checkpoints_the_agreed_step_exits_75_and_resumes(work, tmp_path):
+    import psutil
+
+    from nemo_lite.lightning.preemption import PREEMPTED_EXIT_CODE
+
+    runs, seconds = [], {}
+    for name, (target, signum) in PREEMPTIONS.items():
+        run = run_spec(work, name, step_delay=1.0)  # a slow step 5 for the signal to land in
+        log = tmp_path / f"{name}.log"
+        if target == "lightning rank 0":  # no torchrun: Lightning's launcher starts rank 1
+            spec = work / f"spec_{name}.json"
+            spec.write_text(json.dumps({"runs": [{**run, "devices": 2}]}))
+            proc = subprocess.Popen(
+                [sys.executable, str(SCRIPTS / "ckpt_run.py"), str(spec)], stdout=log.open("w"),
+                stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+        else:
+            proc = start(work, run, output=log)
+        losses = Path(run["losses"])
+        deadline = time.monotonic() + 240
+        while not (losses.exists() and 5 in read_losses(losses)):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        receiver = proc.pid if target != "rank 1" else psutil.Process(proc.pid).children()[1].pid
+        sent = time.monotonic()
+        os.kill(receiver, signum)
+        proc.wait(timeout=60)
+        seconds[name] = time.monotonic() - sent
+        output = log.read_text()
+        assert f"stopped on {signum.name}: checkpointed step 5" in output, output[-3000:]
+        if target == "lightning rank 0":
+            assert proc.returncode == PREEMPTED_EXIT_CODE, output[-3000:]
+        elif target == "rank 1":  # torchrun reports the first rank to exit (75), exits 1
+            assert f"exitcode  : {PREEMPTED_EXIT_CODE}" in output, output[-3000:]
+        else:  # torchrun itself got the signal: it forwards it, waits for the ranks, exits 1
+            assert proc.returncode != 0 and "got signal: 15" in output, output[-3000:]
+        assert "step=5-consumed_samples=40" in checkpoints(Path(run["run_dir"]))
+        run.pop("step_delay")
+        runs.append(run)
+    print("seconds from the signal to the job's exit:", {k: round(v, 1) for k, v in
+                                                          seconds.items()})
+    assert max(seconds.values()) < 25  # the default grace period
+    run_checkpointed(2, runs, work, "preempted-restart")
+    reference = read_losses(work / "reference.jsonl")
+    for run in runs:
+        assert resumed_from(Path(run["run_dir"])) == "step=5-consumed_samples=40"
+        resumed = read_losses(run["losses"])
+        assert sorted(resumed) == list(range(1, STEPS + 1))
+        for step in range(6, STEPS + 1):
+            assert abs(resumed[step] - reference[step]) <= 1e-6 * abs(reference[step]), (
+                run["name"], step, resumed, reference)
 
 
 def test_saved_context_rebuilds_the_model_config(work):

@@ -1,11 +1,12 @@
 """Checkpointed training runs, several per torchrun launch; per-step losses go to a JSONL file.
 
-Usage: torchrun --nproc-per-node N ckpt_run.py SPEC.json
+Usage: torchrun --nproc-per-node N ckpt_run.py SPEC.json, or python ckpt_run.py SPEC.json with
+"devices": N in each run (Lightning's launcher starts the other ranks)
 SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep": 1,
             "dist_opt": false, "fully_reshardable": false, "steps": 4, "save_every": 2,
             "run_dir": str, "resume": "if_exists" | PATH | null, "losses": PATH,
             "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH,
-            "pause_after_step": null, "val_every": null, "monitor": "step", "mode": "max",
+            "pause_after_step": null, "step_delay": null, "devices": null, "val_every": null, "monitor": "step", "mode": "max",
             "vocab": 512, "precision": "32", "loss_scale": 2**32,
             "load_optimizer": true, "main_params_at_step": null,
             "restore": null | PATH, "load_optim_state": false, "ckpt_options": {}}, ...]}
@@ -55,8 +56,9 @@ class SlowCommitIO(MegatronCheckpointIO):
 class LossLog(pl.Callback):
     """Logs each step's loss; with `pause_after_step`, then waits there to be killed."""
 
-    def __init__(self, path: str, pause_after_step: int | None = None) -> None:
-        self.path, self.pause_after_step = path, pause_after_step
+    def __init__(self, path: str, pause_after_step: int | None = None,
+                 step_delay: float | None = None) -> None:
+        self.path, self.pause_after_step, self.step_delay = path, pause_after_step, step_delay
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.is_global_zero:
@@ -67,6 +69,8 @@ class LossLog(pl.Callback):
                 os.fsync(f.fileno())
         if trainer.global_step == self.pause_after_step:
             time.sleep(300)
+        if self.step_delay:  # a slow step, for a signal to arrive in
+            time.sleep(self.step_delay)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
@@ -169,10 +173,11 @@ def train(run: dict) -> None:
         **run.get("ckpt_options", {}),
     )
     trainer = nl.Trainer(
-        strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
+        strategy=strategy, accelerator="cpu",
+        devices=run.get("devices") or int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
         max_steps=run["steps"], limit_val_batches=2 if run.get("val_every") else 0,
         val_check_interval=run.get("val_every"), num_sanity_val_steps=0, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[LossLog(run["losses"], run.get("pause_after_step")),
+        enable_model_summary=False, callbacks=[LossLog(run["losses"], run.get("pause_after_step"), run.get("step_delay")),
                    *([MainParams(run["losses"], run["main_params_at_step"],
                                  at_start=bool(run.get("resume") or run.get("restore")))]
                      if run.get("main_params_at_step") else [])],
