@@ -30,6 +30,7 @@ _EXPORTS = {
     "ModelCheckpoint": "nemo_lite.lightning.model_checkpoint",
     "PreemptionCallback": "nemo_lite.lightning.preemption",
     "Preempted": "nemo_lite.lightning.preemption",
+    "RankWatchdog": "nemo_lite.lightning.rank_watchdog",
     "MegatronCheckpointIO": "nemo_lite.lightning.checkpoint_io",
     "CheckpointError": "nemo_lite.lightning.checkpoint_io",
 }

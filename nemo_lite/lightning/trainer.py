@@ -7,8 +7,9 @@ rather than inference_mode (megatron modules keep state between steps); checkpoi
 default callback (it would write a `.ckpt` per epoch); Lightning's model table and start-up
 chatter give way to nemo_lite's run summary (`quiet.py`); `fit` / `validate` check the
 parallel layout before Lightning spawns any rank, so a bad layout fails in the launching
-process with one clear error; and a `PreemptionCallback` is there unless one is given, so a
-scheduler's SIGTERM / SIGUSR1 ends `fit` with a checkpoint and `Preempted` (exit code 75).
+process with one clear error; and unless given, a `PreemptionCallback` (a scheduler's
+SIGTERM / SIGUSR1 ends `fit` with a checkpoint and `Preempted`, exit code 75) and a
+`RankWatchdog` (a stopped rank fails the job within 2 minutes, naming it) are there.
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ class Trainer(pl.Trainer, IOMixin):
             isinstance(cb, ModelCheckpoint) for cb in kwargs.get("callbacks") or []))
         kwargs.setdefault("logger", False)
         # a scheduler's SIGTERM / SIGUSR1: checkpoint an agreed step, exit 75 (preemption.py)
+        # and a rank that stops: the job fails within 2 minutes, naming it (rank_watchdog.py)
         from nemo_lite.lightning.preemption import PreemptionCallback
+        from nemo_lite.lightning.rank_watchdog import RankWatchdog
 
         callbacks = list(kwargs.get("callbacks") or [])
-        if not any(isinstance(c, PreemptionCallback) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, PreemptionCallback()]
+        for kind in (PreemptionCallback, RankWatchdog):
+            if not any(isinstance(c, kind) for c in callbacks):
+                callbacks.append(kind())
+        kwargs["callbacks"] = callbacks
         # nemo_lite's start-of-run summary replaces Lightning's model table (whose FLOPs
         # column reads 0 for megatron modules)
         kwargs.setdefault("enable_model_summary", False)

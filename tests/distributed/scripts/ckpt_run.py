@@ -6,7 +6,8 @@ SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep":
             "dist_opt": false, "fully_reshardable": false, "steps": 4, "save_every": 2,
             "run_dir": str, "resume": "if_exists" | PATH | null, "losses": PATH,
             "dropout": 0.0, "slow_commit_at_step": null, "marker": PATH,
-            "pause_after_step": null, "step_delay": null, "devices": null, "val_every": null, "monitor": "step", "mode": "max",
+            "pause_after_step": null, "step_delay": null, "devices": null,
+            "watchdog_timeout": null, "val_every": null, "monitor": "step", "mode": "max",
             "vocab": 512, "precision": "32", "loss_scale": 2**32,
             "load_optimizer": true, "main_params_at_step": null,
             "restore": null | PATH, "load_optim_state": false, "ckpt_options": {}}, ...]}
@@ -180,7 +181,9 @@ def train(run: dict) -> None:
         enable_model_summary=False, callbacks=[LossLog(run["losses"], run.get("pause_after_step"), run.get("step_delay")),
                    *([MainParams(run["losses"], run["main_params_at_step"],
                                  at_start=bool(run.get("resume") or run.get("restore")))]
-                     if run.get("main_params_at_step") else [])],
+                     if run.get("main_params_at_step") else []),
+                   *([nl.RankWatchdog(timeout_s=run["watchdog_timeout"])]
+                     if run.get("watchdog_timeout") else [])],
         plugins=nl.MegatronMixedPrecision(precision=run.get("precision", "32"),
                                           fp16_initial_loss_scale=run.get("loss_scale", 2.0**32)),
     )
