@@ -37,9 +37,10 @@ DAEMON_FILES = ("tests/executors/test_slurm.py", "tests/executors/test_docker.py
 # the longest units measured on 2 cores (`--durations`), longest first; the other files follow,
 # those with more tests first (xdist's order)
 LONGEST_FIRST = (DAEMONS, "tests/distributed/test_checkpoint_reshard.py",
-                 "tests/distributed/test_parity.py", "tests/unit/test_device_check.py",
+                 "tests/distributed/test_parity.py", "tests/distributed/test_resume.py",
+                 "tests/inference/test_generate.py", "tests/unit/test_device_check.py",
                  "tests/executors/test_local.py", "tests/cli/test_task_files.py",
-                 "tests/recipes/test_tiny_gpt_end_to_end.py", "tests/distributed/test_resume.py",
+                 "tests/recipes/test_tiny_gpt_end_to_end.py", "tests/distributed/test_hangs.py",
                  "tests/hf/test_hf_checkpoints.py", "tests/distributed/test_lora.py",
                  "tests/cli/test_cli.py", "tests/recipes/test_recipes_train.py",
                  "tests/hf/test_hf_cli.py", "tests/migration/test_nemo2_scripts.py",

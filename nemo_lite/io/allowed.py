@@ -42,6 +42,8 @@ NEMO_LITE = (
     "nemo_lite.lightning.optim.WarmupAnnealingScheduler",
     "nemo_lite.lightning.comm_overlap.MegatronCommOverlapCallback",
     "nemo_lite.lightning.model_checkpoint.ModelCheckpoint",
+    "nemo_lite.lightning.preemption.PreemptionCallback",
+    "nemo_lite.lightning.rank_watchdog.RankWatchdog",
     "nemo_lite.lightning.nemo_logger.NeMoLogger",
     "nemo_lite.lightning.resume.AutoResume",
     "nemo_lite.lightning.resume.RestoreConfig",

@@ -25,9 +25,11 @@ from nemo_lite.lightning.quiet import quiet_run
 
 
 class Trainer(pl.Trainer, IOMixin):
-    def __init__(self, *args: Any, recipe: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, recipe: str | None = None, resilience: bool = True,
+                 **kwargs: Any) -> None:
         """Lightning's Trainer with nemo_lite's defaults. `recipe`: the recipe this run came
-        from, which the start-of-run summary names (`nemo llm ... --factory NAME` sets it)."""
+        from, which the start-of-run summary names (`nemo llm ... --factory NAME` sets it).
+        `resilience=False`: no default PreemptionCallback / RankWatchdog (given ones stay)."""
         self.recipe = recipe
         kwargs.setdefault("use_distributed_sampler", False)
         kwargs.setdefault("inference_mode", False)
@@ -43,7 +45,7 @@ class Trainer(pl.Trainer, IOMixin):
         from nemo_lite.lightning.rank_watchdog import RankWatchdog
 
         callbacks = list(kwargs.get("callbacks") or [])
-        for kind in (PreemptionCallback, RankWatchdog):
+        for kind in (PreemptionCallback, RankWatchdog) if resilience else ():
             if not any(isinstance(c, kind) for c in callbacks):
                 callbacks.append(kind())
         kwargs["callbacks"] = callbacks
@@ -87,9 +89,11 @@ class Trainer(pl.Trainer, IOMixin):
 
 # Lightning's arguments, visible to Fiddle and NeMo-Run (`trainer.max_steps=20` on the command
 # line is parsed by the type of Trainer's `max_steps`); __init__ passes them all through.
-# Plus nemo_lite's own keyword, `recipe`.
+# Plus nemo_lite's own keywords, `recipe` and `resilience`.
 _lightning = inspect.signature(pl.Trainer.__init__)
 Trainer.__init__.__signature__ = _lightning.replace(parameters=[  # type: ignore[attr-defined]
     *_lightning.parameters.values(),
     inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, default=None,
-                      annotation="str | None")])
+                      annotation="str | None"),
+    inspect.Parameter("resilience", inspect.Parameter.KEYWORD_ONLY, default=True,
+                      annotation="bool")])
