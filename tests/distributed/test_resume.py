@@ -153,13 +153,14 @@ PREEMPTIONS = {"torchrun-SIGTERM": ("torchrun", signal.SIGTERM),
 
 
 def test_a_preemption_signal_checkpoints_the_agreed_step_exits_75_and_resumes(work, tmp_path):
+    """The three jobs run at once; each gets its signal while it sleeps after step 5."""
     import psutil
 
     from nemo_lite.lightning.preemption import PREEMPTED_EXIT_CODE
 
-    runs, seconds = [], {}
-    for name, (target, signum) in PREEMPTIONS.items():
-        run = run_spec(work, name, step_delay=1.0)  # a slow step 5 for the signal to land in
+    jobs = {}
+    for name, (target, _) in PREEMPTIONS.items():
+        run = run_spec(work, name, step_delay=2.0)  # a slow step 5 for the signal to land in
         log = tmp_path / f"{name}.log"
         if target == "lightning rank 0":  # no torchrun: Lightning's launcher starts rank 1
             spec = work / f"spec_{name}.json"
@@ -170,16 +171,28 @@ def test_a_preemption_signal_checkpoints_the_agreed_step_exits_75_and_resumes(wo
                 env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
         else:
             proc = start(work, run, output=log)
-        losses = Path(run["losses"])
-        deadline = time.monotonic() + 240
-        while not (losses.exists() and 5 in read_losses(losses)):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.05)
-        receiver = proc.pid if target != "rank 1" else psutil.Process(proc.pid).children()[1].pid
-        sent = time.monotonic()
-        os.kill(receiver, signum)
+        jobs[name] = (run, proc, log)
+    sent: dict[str, float] = {}
+    deadline = time.monotonic() + 300
+    while len(sent) < len(jobs):
+        for name, (run, proc, log) in jobs.items():
+            losses = Path(run["losses"])
+            if name in sent or not (losses.exists() and 5 in read_losses(losses)):
+                assert proc.poll() is None, log.read_text()[-3000:]
+                continue
+            target, signum = PREEMPTIONS[name]
+            receiver = proc.pid if target != "rank 1" else next(
+                c.pid for c in psutil.Process(proc.pid).children()
+                if c.environ().get("LOCAL_RANK") == "1")
+            os.kill(receiver, signum)
+            sent[name] = time.monotonic()
+        assert time.monotonic() < deadline, "a job never reached step 5"
+        time.sleep(0.02)
+    seconds = {}
+    for name, (run, proc, log) in jobs.items():
         proc.wait(timeout=60)
-        seconds[name] = time.monotonic() - sent
+        seconds[name] = time.monotonic() - sent[name]
+        target, signum = PREEMPTIONS[name]
         output = log.read_text()
         assert f"stopped on {signum.name}: checkpointed step 5" in output, output[-3000:]
         if target == "lightning rank 0":
@@ -190,10 +203,10 @@ def test_a_preemption_signal_checkpoints_the_agreed_step_exits_75_and_resumes(wo
             assert proc.returncode != 0 and "got signal: 15" in output, output[-3000:]
         assert "step=5-consumed_samples=40" in checkpoints(Path(run["run_dir"]))
         run.pop("step_delay")
-        runs.append(run)
-    print("seconds from the signal to the job's exit:", {k: round(v, 1) for k, v in
-                                                          seconds.items()})
+    print("seconds from the signal to the job's exit (3 jobs at once on 2 cores):",
+          {k: round(v, 1) for k, v in seconds.items()})
     assert max(seconds.values()) < 25  # the default grace period
+    runs = [run for run, _, _ in jobs.values()]
     run_checkpointed(2, runs, work, "preempted-restart")
     reference = read_losses(work / "reference.jsonl")
     for run in runs:

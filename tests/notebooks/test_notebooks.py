@@ -89,7 +89,8 @@ def test_quickstart_trains_tiny_gpt_on_two_ranks_and_plots_the_loss(tmp_path, mo
     assert "parameters   236,928 in total; per rank: 121,344, 121,344" in summary, summary
     # the plan (ranks, layout, memory), the refused layout, the summary and the curve were shown
     assert "ranks needed: 2" in text and "memory per rank (estimate):" in text
-    assert "LayoutError: world size 2 is not divisible by tensor (3)" in text
+    assert "LayoutError: world size 2 is not divisible by tensor (3)" in text, [
+        line for line in text.splitlines() if "Error" in line or "tensor" in line]
     assert "recipe       (Python API)" in text and "step 10/10 | loss" in text
     assert any("image/png" in out.get("data", {}) for cell in nb.cells
                for out in cell.get("outputs", [])), "no loss plot shown"
