@@ -51,7 +51,11 @@ for name in ("megatron.core", "lightning", "fiddle"):
         out[name] = f"missing: {error}"
 print(json.dumps(out)); open("'"$OUT"'/versions.json.tmp", "w").write(json.dumps(out))'
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-step gpu_tests 270 "$PY" -m pytest -q -s -p no:cacheprovider -m gpu tests/gpu --junitxml="$OUT/gpu_tests.xml"
+# its own temporary root: a pytest session in /tmp/pytest-of-$USER cleans up older sessions'
+# directories there, which may belong to a suite running beside it (the CI's)
+gpu_tmp=$(mktemp -d "${TMPDIR:-/tmp}/nemo_lite_gpu_tests.XXXXXX")
+step gpu_tests 270 "$PY" -m pytest -q -s -p no:cacheprovider -m gpu tests/gpu --junitxml="$OUT/gpu_tests.xml" --basetemp="$gpu_tmp"
+rm -rf "$gpu_tmp"
 for seq in "${SEQS[@]}"; do
   mbs=2; [ "$seq" -ge 4096 ] && mbs=1
   step "throughput_$seq" 150 "$PY" benchmarks/gpu_throughput.py "${BENCH[@]}" --seq "$seq" \

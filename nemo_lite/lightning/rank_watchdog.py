@@ -16,8 +16,7 @@ per step: no collective, no I/O, nothing on the step's path). A rank fails the j
   being written, and the first step gets twice the time).
 It prints one line naming the rank(s) and the step, kills the stopped ranks that run on its own
 host (SIGKILL works on a stopped process) with the children they last reported, kills its own
-children, and exits with `HUNG_EXIT_CODE`; a launcher then ends the other ranks (torchrun, srun)
-or restarts them (`max_restarts`). When a rank dies and training fails with an exception, the
+children, and exits with `HUNG_EXIT_CODE`; a launcher then ends the other ranks (torchrun, srun). When a rank dies and training fails with an exception, the
 same clean-up runs (`on_exception`), so the dead rank's children go too.
 
 Times are compared on each rank's own monotonic clock only (when it last saw a value change),
