@@ -26,7 +26,6 @@ so clocks that differ between nodes do not matter.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
 import threading
@@ -58,6 +57,7 @@ class RankWatchdog(Callback, IOMixin):
         self._first = True
         self._store: Any = None
         self._peers: dict[int, tuple[int, str, list[int]]] = {}  # rank -> (pid, host, children)
+        self._seen: dict[int, Any] = {}  # pid -> psutil.Process, made while it was reported
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -95,7 +95,7 @@ class RankWatchdog(Callback, IOMixin):
         ranks on this host left behind, and this rank's own children."""
         self._stop.set()
         if self._store is not None:
-            _kill_tree(_dead_local_ranks(self._peers), own=True)
+            _kill_tree(self._seen, _dead_local_ranks(self._peers), own=True)
 
     # --- the watchdog thread ------------------------------------------------------------------
     def _beat(self, rank: int, beat: int) -> None:
@@ -124,6 +124,7 @@ class RankWatchdog(Callback, IOMixin):
                 parts = value.split("|")
                 self._peers[peer] = (int(parts[2]), parts[3],
                                      [int(p) for p in parts[4].split(",") if p])
+                _remember(self._seen, self._peers[peer])
                 if peer not in seen or seen[peer][0].split("|")[0] != parts[0]:
                     seen[peer] = (value, now)
                 elif now - seen[peer][1] > self.timeout_s:
@@ -143,7 +144,7 @@ class RankWatchdog(Callback, IOMixin):
               file=sys.stderr, flush=True)
         here = socket.gethostname()
         local = {r: self._peers[r] for r in ranks if r in self._peers and self._peers[r][1] == here}
-        _kill_tree(local, own=True)
+        _kill_tree(self._seen, local, own=True)
         os._exit(HUNG_EXIT_CODE)
 
 
@@ -186,27 +187,33 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _kill_tree(ranks: dict[int, tuple[int, str, list[int]]], own: bool) -> None:
-    """SIGKILL the given ranks of this host and the children they reported, and with `own`
-    this process's children. A reported child is killed only while its parent is one of those
-    processes or gone (orphans are adopted by init): a reused pid is left alone."""
+def _remember(seen: dict[int, Any], info: tuple[int, str, list[int]]) -> None:
+    """Hold a psutil.Process for a same-host rank and its children while they are reported:
+    psutil's kill() checks it is still that process, so a pid reused later is never hit."""
     import psutil
 
-    listed = {p for pid, _, children in ranks.values() for p in (pid, *children)}
-    pids = [pid for pid, _, _ in ranks.values()]
-    for pid in listed - set(pids):
-        try:
-            parent = psutil.Process(pid).ppid()
-        except psutil.Error:
-            continue
-        if parent in listed or parent == 1 or not _alive(parent):
-            pids.append(pid)
+    if info[1] != socket.gethostname():
+        return
+    for pid in (info[0], *info[2]):
+        if pid not in seen:
+            try:
+                seen[pid] = psutil.Process(pid)
+            except psutil.Error:
+                pass
+
+
+def _kill_tree(seen: dict[int, Any], ranks: dict[int, tuple[int, str, list[int]]],
+               own: bool) -> None:
+    """SIGKILL the given ranks of this host and the children they reported (the very
+    processes seen then, see `_remember`), and with `own` this process's children."""
+    import psutil
+
+    targets = [seen[p] for pid, _, children in ranks.values() for p in (pid, *children)
+               if p in seen and p != os.getpid()]
     if own:
-        pids += _children(os.getpid())
-    for pid in pids:
-        if pid == os.getpid():
-            continue
+        targets += psutil.Process().children(recursive=True)
+    for process in targets:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            process.kill()  # psutil: NoSuchProcess if the pid now names another process
+        except psutil.Error:
             pass

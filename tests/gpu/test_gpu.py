@@ -38,7 +38,7 @@ def steps(work: Path, tag: str, runs: dict[str, dict]) -> dict[str, dict]:
     proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(spec)],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, (proc.stdout[-2000:] + proc.stderr)[-8000:]
     return json.loads(out.read_text())
 
 
