@@ -144,8 +144,10 @@ class Generator:
     def _run_engine(self) -> None:
         import torch
 
+        from nemo_lite.lightning.device import is_cuda
+
         device = next(self.model.parameters()).device
-        if device.type == "cuda":  # a worker thread starts on device 0
+        if is_cuda(device):  # a worker thread starts on device 0
             torch.cuda.set_device(device)
         with torch.no_grad():  # grad mode is per thread
             self.engine.run_engine()
