@@ -71,6 +71,7 @@ class PreemptionCallback(Callback, IOMixin):
         self.received: Optional[tuple[int, float]] = None  # (signal, monotonic time) on this rank
         self.stopped: Optional[Preempted] = None  # set once all ranks agreed to stop
         self._group: Any = None
+        self._done = threading.Event()  # set when training ends: no grace exit after that
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         import torch.distributed as dist
@@ -80,17 +81,19 @@ class PreemptionCallback(Callback, IOMixin):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.received, self.stopped = None, None
+        self._done = threading.Event()
         for signum in self.signals:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.received is None:
             self.received = (signum, time.monotonic())
-            threading.Thread(target=self._exit_after_grace, daemon=True,
+            threading.Thread(target=self._exit_after_grace, args=(self._done,), daemon=True,
                              name="preemption-grace").start()
 
-    def _exit_after_grace(self) -> None:
-        time.sleep(self.grace_s)
+    def _exit_after_grace(self, done: threading.Event) -> None:
+        if done.wait(self.grace_s):
+            return  # training ended in time (a notebook that caught Preempted lives on)
         signum = self.received[0] if self.received else signal.SIGTERM
         print(f"nemo_lite: {signal.Signals(signum).name} {self.grace_s:.0f} s ago and this rank "
               "has not finished its checkpoint: exiting now; the newest complete checkpoint "
@@ -109,6 +112,9 @@ class PreemptionCallback(Callback, IOMixin):
         if trainer.is_global_zero:
             print(f"nemo_lite: {self.stopped}", file=sys.stderr, flush=True)
         trainer.should_stop = True
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._done.set()
 
     def _agreed_signal(self, trainer: Any) -> Optional[int]:
         """The signal any rank received (the largest number if several), on every rank."""
