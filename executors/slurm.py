@@ -54,6 +54,7 @@ def build_slurm(
     packager: str = "git",
     allow_dirty: bool = False,
     retries: int = 0,
+    signal_before_limit_s: Optional[int] = 120,
 ) -> run.SlurmExecutor:
     """A Slurm cluster: `nodes` x `ntasks_per_node` ranks (torchrun on each node by default).
 
@@ -77,6 +78,11 @@ def build_slurm(
     - Jobs are submitted with `sbatch --requeue` (NeMo-Run's): a preempted or requeued job
       restarts, and nemo_lite recipes resume from their newest checkpoint. `retries`: requeue a
       failed job up to this many times.
+    - `signal_before_limit_s`: ask Slurm for SIGUSR1 this many seconds before the time limit
+      (`--signal=USR1@<s>`; Slurm may send it up to 60 s earlier). nemo_lite's trainer then
+      checkpoints an agreed step, requeues the job and exits (PreemptionCallback), and the
+      requeued job resumes. torchrun is told to forward SIGUSR1 to the ranks rather than die
+      of it. None: no signal before the limit (a script that does not handle SIGUSR1).
     """
     missing = [name for name, value in (("account", account), ("partition", partition))
                if not value]
@@ -93,6 +99,10 @@ def build_slurm(
     if launcher not in (None, "torchrun"):
         raise ExecutorError(f"unknown launcher {launcher!r} for slurm: use 'torchrun' or None "
                             "(srun starts ntasks_per_node processes itself).")
+    if signal_before_limit_s is not None and not (
+            str(signal_before_limit_s).isdigit() and 0 < int(signal_before_limit_s) <= 65535):
+        raise ExecutorError(f"signal_before_limit_s={signal_before_limit_s}: give seconds "
+                            "between 1 and 65535, or None for no signal before the time limit.")
     if packager not in PACKAGERS:
         raise ExecutorError(f"unknown packager {packager!r}: choose one of {', '.join(PACKAGERS)}.")
     plain, secrets = safety.split_secrets(env_vars)
@@ -132,6 +142,10 @@ def build_slurm(
                   f"echo 'nemo_lite: missing secrets file (submit with executors.run_and_wait)' >&2; "
                   "exit 1; fi",
                   "set -vx"]
+    if signal_before_limit_s is not None and launcher == "torchrun":
+        # Slurm signals every process of a step: torchrun's agent, left to SIGUSR1's default
+        # action, would die and take the step down mid-checkpoint; it forwards these instead
+        lines.append("export PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
     if setup_lines:
         lines.append(setup_lines)
 
@@ -144,6 +158,7 @@ def build_slurm(
         container_image=container_image, container_mounts=list(container_mounts or []),
         env_vars={}, setup_lines="\n".join(lines), tunnel=tunnel, packager=pack,
         retries=int(retries), job_name_prefix="nemo_lite.",
+        signal=None if signal_before_limit_s is None else f"USR1@{int(signal_before_limit_s)}",
         # its start-time poller prints every 30 s while pending: the run helper shows state
         poll_estimated_start_time=False,
     )

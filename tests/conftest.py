@@ -14,6 +14,24 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+NVTE_ATTENTION = ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN")
+_USER_NVTE = {name: os.environ.get(name) for name in NVTE_ATTENTION}  # before any model
+
+
+@pytest.fixture(autouse=True)
+def _megatron_attention_variables_stay_in_their_test():
+    """megatron's LanguageModule writes the model's attention backend into these process-wide
+    variables and asserts that later models agree. A model built in this process must not
+    hand its values to a later test's subprocesses (they failed a flash-attention GPU test run
+    on the CPU with "NVTE_FLASH_ATTN set to 1, but expected 0")."""
+    yield
+    for name, value in _USER_NVTE.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 WALL_TIMES: list[str] = []  # tests/_support/wall_times.py, gathered here from every worker
 
 
@@ -36,7 +54,8 @@ DAEMON_FILES = ("tests/executors/test_slurm.py", "tests/executors/test_docker.py
                 "tests/notebooks/test_notebooks.py")
 # the longest units measured on 2 cores (`--durations`), longest first; the other files follow,
 # those with more tests first (xdist's order)
-LONGEST_FIRST = (DAEMONS, "tests/distributed/test_checkpoint_reshard.py",
+LONGEST_FIRST = (DAEMONS, "tests/executors/test_slurm_two_nodes.py",
+                 "tests/distributed/test_checkpoint_reshard.py",
                  "tests/distributed/test_parity.py", "tests/distributed/test_resume.py",
                  "tests/inference/test_generate.py", "tests/unit/test_device_check.py",
                  "tests/executors/test_local.py", "tests/cli/test_task_files.py",

@@ -23,6 +23,14 @@ cannot finish in time) exits with the same code at once; the newest complete che
 and a partly written one is never taken (checkpoint_io.py checks completeness on load). The
 default of 25 s fits Slurm's default KillWait of 30 s. NeMo 2.0 names this callback
 `PreemptionCallback(sig=...)`; its `sig` chooses one signal (default here: SIGTERM and SIGUSR1).
+
+Who runs the job again: on Slurm preemption (SIGTERM) Slurm itself requeues the job when its
+partition preempts by REQUEUE, and a cancelled job must stay cancelled. SIGUSR1 is the warning
+a job asks for before its time limit (`executors.slurm(signal_before_limit_s=...)`, i.e.
+`--signal=USR1@<s>`), and nobody requeues that job but the job itself: with `requeue=None`
+(default) global rank 0 runs `scontrol requeue $SLURM_JOB_ID` once the checkpoint is written,
+inside a Slurm job, on SIGUSR1 only (Lightning's `SLURMEnvironment(auto_requeue=True)` does the
+same). `requeue=True` requeues on every signal, `False` never.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -62,12 +71,13 @@ class PreemptionCallback(Callback, IOMixin):
     """Checkpoint an agreed step and exit with code 75 when a rank gets `signals`."""
 
     def __init__(self, sig: Optional[int] = None, signals: Sequence[int] = DEFAULT_SIGNALS,
-                 grace_s: float = 25.0) -> None:
+                 grace_s: float = 25.0, requeue: Optional[bool] = None) -> None:
         if grace_s <= 0:
             raise ValueError(f"PreemptionCallback(grace_s={grace_s}): give the seconds a "
                              "scheduler waits between its signal and SIGKILL (> 0).")
         self.signals = tuple(signal.Signals(s) for s in ([sig] if sig is not None else signals))
         self.grace_s = grace_s
+        self.requeue = requeue
         self.received: Optional[tuple[int, float]] = None  # (signal, monotonic time) on this rank
         self.stopped: Optional[Preempted] = None  # set once all ranks agreed to stop
         self._group: Any = None
@@ -111,7 +121,14 @@ class PreemptionCallback(Callback, IOMixin):
         self.stopped = Preempted(signum, trainer.global_step if saved else None)
         if trainer.is_global_zero:
             print(f"nemo_lite: {self.stopped}", file=sys.stderr, flush=True)
+            if self._requeues(signum):
+                _requeue_slurm_job(os.environ["SLURM_JOB_ID"])
         trainer.should_stop = True
+
+    def _requeues(self, signum: int) -> bool:
+        if self.requeue is False or not os.environ.get("SLURM_JOB_ID"):
+            return False
+        return self.requeue is True or signum == signal.SIGUSR1
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._done.set()
@@ -161,3 +178,19 @@ def _save_now(trainer: Any) -> bool:
         return False
     callback.save_now(trainer)
     return True
+
+
+def _requeue_slurm_job(job_id: str) -> None:
+    """`scontrol requeue` this job: Slurm ends it (SIGTERM, SIGKILL after KillWait) and starts
+    it again, and the rerun resumes from the checkpoint just written."""
+    try:
+        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True,
+                              timeout=30)
+        problem = done.stderr.strip() if done.returncode else ""
+    except (OSError, subprocess.TimeoutExpired) as error:
+        problem = str(error)
+    if problem:
+        print(f"nemo_lite: could not requeue Slurm job {job_id} ({problem}); resubmit it to "
+              "resume from the checkpoint.", file=sys.stderr, flush=True)
+    else:
+        print(f"nemo_lite: requeued Slurm job {job_id}", file=sys.stderr, flush=True)

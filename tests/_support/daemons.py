@@ -22,9 +22,8 @@ from tests._support.wall_times import PENDING, flush_pending, line
 INFRA = ROOT / "tests" / "infra" / "slurm"
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """The environment of the running test cluster (SLURM_CONF, NEMO_LITE_SLURM_ACCOUNT, ...)."""
+def _slurm_cluster(nodes: int, directory: str):
+    """Start the test cluster of `nodes` nodes in `directory`, yield its environment, stop it."""
     if os.environ.get("NEMO_LITE_SKIP_SLURM") == "1":
         pytest.skip("NEMO_LITE_SKIP_SLURM=1")
     have_slurm = all(shutil.which(c) for c in ("slurmctld", "slurmd", "slurmdbd", "sbatch"))
@@ -32,20 +31,36 @@ def slurm_cluster():
         pytest.skip("the test Slurm cluster needs root (SlurmUser=root)")
     if not have_slurm and not shutil.which("apt-get"):
         pytest.skip("Slurm is not installed and apt-get is not available")
-    directory = os.environ.get("NEMO_LITE_SLURM_DIR", "/tmp/nemo_lite_slurm")
     start = time.monotonic()
     proc = subprocess.run(["bash", str(INFRA / "start.sh"), directory], capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900,
+                          env={**os.environ, "NEMO_LITE_SLURM_NODES": str(nodes)})
     if proc.returncode != 0:
         pytest.fail(f"tests/infra/slurm/start.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    PENDING.append(line("start the Slurm test cluster" + ("" if have_slurm else " (with install)"),
-                    time.monotonic() - start))
+    PENDING.append(line(f"start the {nodes}-node Slurm test cluster"
+                        + ("" if have_slurm else " (with install)"), time.monotonic() - start))
     env = dict(re.findall(r"^export (\w+)=(.*)$", proc.stdout, flags=re.M))
     reused = "already running" in proc.stderr
     yield env
     if not reused:
+        start = time.monotonic()
         subprocess.run(["bash", str(INFRA / "stop.sh"), directory], capture_output=True,
                        timeout=120)
+        print(f"stopped the {nodes}-node Slurm test cluster in {time.monotonic() - start:.1f} s")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The environment of the running one-node test cluster (SLURM_CONF,
+    NEMO_LITE_SLURM_ACCOUNT, ...)."""
+    yield from _slurm_cluster(1, os.environ.get("NEMO_LITE_SLURM_DIR", "/tmp/nemo_lite_slurm"))
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes():
+    """The two-node test cluster (each slurmd in its own network namespace): its environment,
+    with NEMO_LITE_SLURM_BIN, the directory of Slurm's commands that reach it."""
+    yield from _slurm_cluster(2, os.environ.get("NEMO_LITE_SLURM2_DIR", "/tmp/nemo_lite_slurm2"))
 
 
 @pytest.fixture
@@ -54,8 +69,21 @@ def job_env(slurm_cluster, tmp_path, record_property):
     NEMORUN_HOME of the test's own."""
     flush_pending(record_property)  # the cluster's start, reported by its first test
     home = tmp_path / "nemorun_home"
-    return {**os.environ, **slurm_cluster, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "NEMORUN_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return _job_env(slurm_cluster, home)
+
+
+@pytest.fixture
+def job_env_two_nodes(slurm_two_nodes, tmp_path, record_property):
+    """job_env for the two-node cluster: its Slurm commands first on PATH."""
+    flush_pending(record_property)
+    return _job_env(slurm_two_nodes, tmp_path / "nemorun_home")
+
+
+def _job_env(cluster: dict, home) -> dict:
+    path = os.pathsep.join(p for p in (cluster.get("NEMO_LITE_SLURM_BIN"), str(BIN),
+                                       os.environ["PATH"]) if p)
+    return {**os.environ, **cluster, "PATH": path, "NEMORUN_HOME": str(home),
+            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 DOCKER_INFRA = ROOT / "tests" / "infra" / "docker"

@@ -75,3 +75,18 @@ def step_losses(text: str) -> dict[int, float]:
     return {int(s): float(v) for s, v in re.findall(r"step (\d+)/\d+ \| loss ([\d.]+)", text)}
 
 
+
+
+def tb_losses(run_dir: Path) -> dict[int, float]:
+    """{step (from 1): reduced_train_loss} from every TensorBoard file of a run (a resumed start
+    writes its own; a later file wins a step both hold): float32 values, unlike the printed 4
+    decimals."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    losses: dict[int, float] = {}
+    for events in sorted(run_dir.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if "reduced_train_loss" in accumulator.Tags()["scalars"]:
+            losses.update({e.step + 1: e.value for e in accumulator.Scalars("reduced_train_loss")})
+    return losses

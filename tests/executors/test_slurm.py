@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -128,72 +127,6 @@ if __name__ == "__main__":
             assert b"s3cr3t-4a7f19" not in path.read_bytes(), path
     assert "s3cr3t-4a7f19" not in proc.stdout + proc.stderr
     assert not marker.exists()
-
-
-def test_a_requeued_job_resumes_from_its_checkpoint(job_env, tmp_path, record_property):
-    """Preemption: `scontrol requeue` after the first checkpoint; the job restarts (Slurm waits
-    ~2 min before restarting a requeued job: the test moves its start time to now), resumes
-    from the checkpoint and finishes."""
-    max_steps = 60
-    script = f"""
-import sys
-import executors
-from recipes import tiny_gpt
-
-if __name__ == "__main__":
-    recipe = tiny_gpt.pretrain_recipe(name="requeue")
-    recipe.trainer.max_steps = {max_steps}
-    executor = executors.slurm(account="{job_env['NEMO_LITE_SLURM_ACCOUNT']}",
-                               partition="{job_env['NEMO_LITE_SLURM_PARTITION']}",
-                               ntasks_per_node=2, packager="none")
-    result = executors.run_and_wait(recipe, executor, name="requeue")
-    print("RESULT", result.state, result.job_id)
-"""
-    (tmp_path / "launch.py").write_text(script)
-    start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "launch.py"], cwd=tmp_path, env=job_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        first = None
-        while time.monotonic() - start < 240 and proc.poll() is None:
-            found = list(Path(job_env["NEMORUN_HOME"]).glob(
-                "experiments/requeue/*/requeue/code/nemo_experiments/requeue/checkpoints/"
-                "step=*/nemo_lite.json"))
-            if found:
-                first = found[0].parent.name
-                break
-            time.sleep(0.2)
-        assert first is not None, "no checkpoint appeared"
-        (job_id,) = job_ids(job_env)
-        subprocess.run(["scontrol", "requeue", job_id], env=job_env, check=True)
-        requeued_at = time.monotonic()
-        while time.monotonic() - requeued_at < 60:  # make it eligible now, not in 2 minutes
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
-                           env=job_env, capture_output=True)
-            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=job_env,
-                                   capture_output=True, text=True).stdout.strip()
-            if state == "RUNNING":
-                break
-            time.sleep(0.5)
-        output, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    record_wall_time(record_property, "slurm: tiny_gpt 2 ranks, 60 steps, requeued once (submit to exit)",
-                    time.monotonic() - start)
-    assert proc.returncode == 0, output[-5000:]
-    assert f"RESULT SUCCEEDED {job_id}" in output
-    assert sacct_state(job_env, job_id) == "COMPLETED"
-    job_dir = experiment_job_dir(job_env, "requeue")
-    restarted = (job_dir / f"log-nemo_lite.requeue_{job_id}_1.out").read_text()
-    # nemo_lite's AutoResume logs "resuming from checkpoint" at INFO (not shown in job logs);
-    # Lightning prints the restore
-    resumed = re.search(r"Restored all states from the checkpoint at \S*step=(\d+)-", restarted)
-    assert resumed and int(resumed[1]) >= int(first[5:].split("-")[0]), restarted[-3000:]
-    resumed_steps = sorted(step_losses(restarted))
-    assert resumed_steps[0] == int(resumed[1]) + 1 and resumed_steps[-1] == max_steps, resumed_steps
-    checkpoints = job_dir / "code" / "nemo_experiments" / "requeue" / "checkpoints"
-    assert (checkpoints / f"step={max_steps}-consumed_samples={8 * max_steps}" / "nemo_lite.json").exists()
 
 
 def test_bad_input_fails_before_anything_is_submitted(job_env, tmp_path):

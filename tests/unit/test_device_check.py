@@ -24,8 +24,10 @@ def test_device_check_runs_every_step_on_cpu(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     failed = [line for line in proc.stdout.splitlines() if line.startswith("== ") and
               "rc=0" not in line and "(limit" not in line]
-    before = proc.stdout[:proc.stdout.find(failed[0])][-8000:] if failed else ""
-    assert proc.returncode == 0, (failed, before, proc.stdout[-3000:] + proc.stderr[-2000:])
+    if proc.returncode != 0:  # printed whole (pytest shortens an assertion's message)
+        errors = [line for line in proc.stdout.splitlines() if "Error" in line][-20:]
+        print("\n".join([*failed, *errors, proc.stdout[-6000:], proc.stderr[-2000:]]))
+    assert proc.returncode == 0, failed
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "device_check.log", "figures.json", "gpu_tests.xml", "throughput_128.json",
         "throughput_64.json"]

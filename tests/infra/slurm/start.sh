@@ -13,9 +13,20 @@
 # stdout; progress goes to stderr. Idempotent: a running cluster in DIR is reused as is.
 # Needs root (SlurmUser=root). Ports: NEMO_LITE_SLURM_PORT_BASE (26810) + 0 mariadb, +7 slurmctld,
 # +8 slurmd, +9 slurmdbd.
+#
+# NEMO_LITE_SLURM_NODES=2 (DIR defaults to /tmp/nemo_lite_slurm2): two nodes, n1 and n2, each a
+# slurmd in its own network and UTS namespace (10.77.0.11 and .12, veth pairs on a bridge), and
+# slurmctld (host name ctl, 10.77.0.1), slurmdbd and mariadbd in a third namespace that holds the
+# bridge; all three share a private mount namespace whose /etc/hosts names them. Nothing on this
+# machine's own interfaces changes. Slurm's commands reach the cluster only from inside: the
+# wrappers in DIR/bin (sbatch, squeue, sacct, scontrol, scancel, sinfo, srun) nsenter first;
+# NEMO_LITE_SLURM_BIN names that directory.
 set -euo pipefail
 
-DIR=${1:-${NEMO_LITE_SLURM_DIR:-/tmp/nemo_lite_slurm}}
+NODES=${NEMO_LITE_SLURM_NODES:-1}
+case "$NODES" in 1) default_dir=/tmp/nemo_lite_slurm ;; 2) default_dir=/tmp/nemo_lite_slurm2 ;;
+  *) echo "NEMO_LITE_SLURM_NODES=$NODES: 1 or 2" >&2; exit 2 ;; esac
+DIR=${1:-${NEMO_LITE_SLURM_DIR:-$default_dir}}
 PORT_BASE=${NEMO_LITE_SLURM_PORT_BASE:-26810}
 DB_PORT=$((PORT_BASE + 0)); CTLD_PORT=$((PORT_BASE + 7)); SLURMD_PORT=$((PORT_BASE + 8))
 DBD_PORT=$((PORT_BASE + 9))
@@ -26,7 +37,9 @@ die() { say "error: $*"; exit 1; }
 elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 alive() {  # a live process from a pid file (not a zombie)
   local state
-  state=$(awk '{print $3}' "/proc/$(cat "$1" 2>/dev/null)/stat" 2>/dev/null) || return 1
+  local pid
+  pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
   [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
@@ -39,12 +52,25 @@ export SLURM_CONF=$DIR/etc/slurm.conf
 export NEMO_LITE_SLURM_DIR=$DIR
 export NEMO_LITE_SLURM_ACCOUNT=$ACCOUNT
 export NEMO_LITE_SLURM_PARTITION=$PARTITION
+export NEMO_LITE_SLURM_NODES=$NODES
 EOF
+  [ "$NODES" = 1 ] || echo "export NEMO_LITE_SLURM_BIN=$DIR/bin"
+}
+NODE_NAMES=localhost
+[ "$NODES" = 1 ] || NODE_NAMES="n1 n2"
+in_cluster() {  # a command where the cluster's daemons are (inside its namespaces)
+  if [ "$NODES" = 1 ] || [ -n "${NEMO_LITE_SLURM_INSIDE:-}" ]; then "$@"
+  else alive "$DIR/run/anchor.pid" && nsenter -t "$(cat "$DIR/run/anchor.pid")" --net --mount -- "$@"; fi
+}
+all_alive() {
+  local n
+  for n in $NODE_NAMES; do alive "$DIR/run/slurmd-$n.pid" || return 1; done
+  alive "$DIR/run/slurmctld.pid" && alive "$DIR/run/slurmdbd.pid"
 }
 
 # --- already running? -------------------------------------------------------------------
-if alive "$DIR/run/slurmctld.pid" && alive "$DIR/run/slurmd.pid" && alive "$DIR/run/slurmdbd.pid" \
-   && SLURM_CONF="$DIR/etc/slurm.conf" timeout 5 scontrol ping >/dev/null 2>&1; then
+if [ -z "${NEMO_LITE_SLURM_INSIDE:-}" ] && all_alive \
+   && SLURM_CONF="$DIR/etc/slurm.conf" in_cluster timeout 5 scontrol ping >/dev/null 2>&1; then
   say "already running in $DIR"
   print_env
   exit 0
@@ -74,7 +100,41 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 
 # --- leftovers of an earlier, partly running cluster in DIR ----------------------------------
-if ls "$DIR"/run/*.pid >/dev/null 2>&1; then bash "$(dirname "$0")/stop.sh" "$DIR" >/dev/null 2>&1 || true; fi
+if [ -z "${NEMO_LITE_SLURM_INSIDE:-}" ] && ls "$DIR"/run/*.pid >/dev/null 2>&1; then
+  bash "$(dirname "$0")/stop.sh" "$DIR" >/dev/null 2>&1 || true
+fi
+
+# --- two nodes: the rest runs inside the cluster's own namespaces -----------------------------
+NET=10.77.0
+if [ "$NODES" = 2 ] && [ -z "${NEMO_LITE_SLURM_INSIDE:-}" ]; then
+  command -v nsenter >/dev/null && command -v ip >/dev/null || die "two nodes need nsenter and ip (util-linux, iproute2)"
+  unshare --net --mount --uts true 2>/dev/null || die "two nodes need network, mount and UTS namespaces (unshare as root)"
+  NEMO_LITE_SLURM_INSIDE=1 exec unshare --net --mount --uts --propagation private --fork bash "$0" "$DIR"
+fi
+if [ "$NODES" = 2 ]; then
+  mkdir -p "$DIR"/{etc,run,bin}
+  sleep infinity </dev/null >/dev/null 2>&1 & echo $! > "$DIR/run/anchor.pid"  # holds the namespaces
+  printf '127.0.0.1 localhost\n%s.1 ctl\n%s.11 n1\n%s.12 n2\n' "$NET" "$NET" "$NET" > "$DIR/etc/hosts"
+  mount --bind "$DIR/etc/hosts" /etc/hosts
+  mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns
+  hostname ctl
+  ip link set lo up
+  ip link add br0 type bridge && ip link set br0 up && ip addr add "$NET.1/24" dev br0
+  for i in 1 2; do
+    ip netns add "n$i"
+    ip link add "veth$i" type veth peer name eth0 netns "n$i"
+    ip link set "veth$i" master br0 up
+    ip netns exec "n$i" ip link set lo up
+    ip netns exec "n$i" ip addr add "$NET.1$i/24" dev eth0
+    ip netns exec "n$i" ip link set eth0 up
+  done
+  for c in sbatch squeue sacct scontrol scancel sinfo srun sacctmgr; do
+    printf '#!/bin/sh\n# %s inside the two-node test cluster (tests/infra/slurm/start.sh)\nexec nsenter -t "$(cat %s)" --net --mount -- %s "$@"\n' \
+      "$c" "$DIR/run/anchor.pid" "$(command -v "$c")" > "$DIR/bin/$c"
+    chmod +x "$DIR/bin/$c"
+  done
+  say "namespaces up: ctl $NET.1, n1 $NET.11, n2 $NET.12 ($(elapsed) s)"
+fi
 
 mkdir -p "$DIR"/{etc,run,log,munge,ctld,spool,mysql}
 chmod 700 "$DIR" "$DIR/munge" "$DIR/etc"
@@ -125,13 +185,24 @@ SQL
 fi
 
 # --- config ---------------------------------------------------------------------------------
+if [ "$NODES" = 1 ]; then  # everything on 127.0.0.1 of this machine
+  SLURMD_TIMEOUT=300  # Slurm's default
+  CTLD_HOST="localhost(127.0.0.1)" COMM_PARAMS="CommunicationParameters=NoInAddrAny,NoCtldInAddrAny"
+  NODE_LINES="NodeName=localhost NodeAddr=127.0.0.1 $HW RealMemory=$MEM_MB State=UNKNOWN"
+else  # private namespaces: listening on any address reaches nothing else
+  SLURMD_TIMEOUT=20  # a dead node is DOWN (its job requeued) within ~20-40 s, not 5 minutes
+  CTLD_HOST="ctl($NET.1)" COMM_PARAMS="" NODE_LINES=""
+  for i in 1 2; do
+    NODE_LINES+="NodeName=n$i NodeAddr=$NET.1$i $HW RealMemory=$((MEM_MB / 2)) State=UNKNOWN"$'\n'
+  done
+fi
 cat > "$ETC/slurm.conf" <<EOF
-# one-node test cluster (tests/infra/slurm/start.sh); everything on 127.0.0.1
+# $NODES-node test cluster (tests/infra/slurm/start.sh)
 ClusterName=$CLUSTER
-SlurmctldHost=localhost(127.0.0.1)
+SlurmctldHost=$CTLD_HOST
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
-CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
+$COMM_PARAMS
 SrunPortRange=$((PORT_BASE + 20))-$((PORT_BASE + 89))
 SlurmUser=root
 SlurmdUser=root
@@ -141,9 +212,9 @@ CredType=cred/munge
 StateSaveLocation=$DIR/ctld
 SlurmdSpoolDir=$DIR/spool/slurmd-%n
 SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd.pid
+SlurmdPidFile=$RUN/slurmd-%n.pid
 SlurmctldLogFile=$LOG/slurmctld.log
-SlurmdLogFile=$LOG/slurmd.log
+SlurmdLogFile=$LOG/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -160,13 +231,14 @@ AccountingStoragePass=$MUNGE_SOCKET
 AccountingStorageEnforce=associations
 JobCompType=jobcomp/none
 ReturnToService=2
-KillWait=5
+KillWait=30
+SlurmdTimeout=$SLURMD_TIMEOUT
 MinJobAge=300
 InactiveLimit=0
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
-NodeName=localhost NodeAddr=127.0.0.1 $HW RealMemory=$MEM_MB State=UNKNOWN
-PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+$NODE_LINES
+PartitionName=$PARTITION Nodes=$(echo $NODE_NAMES | tr ' ' ,) Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 cat > "$ETC/slurmdbd.conf" <<EOF
 AuthType=auth/munge
@@ -210,18 +282,23 @@ as_localhost slurmdbd
 wait_for 20 slurmdbd sacctmgr -n -i list cluster
 say "slurmdbd up ($(elapsed) s)"
 sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
-as_localhost slurmctld -c -i
+if [ "$NODES" = 1 ]; then as_localhost slurmctld -c -i; else slurmctld -c -i; fi  # ctl: its own name
 wait_for 20 slurmctld scontrol ping
 say "slurmctld up ($(elapsed) s)"
 sacctmgr -i add account "$ACCOUNT" Cluster="$CLUSTER" Description=tests Organization=nemo_lite >/dev/null 2>&1 || true
 sacctmgr -i add user root Account="$ACCOUNT" Cluster="$CLUSTER" >/dev/null 2>&1 || true
-mkdir -p "$DIR/spool/slurmd-localhost"
-as_localhost slurmd -N localhost
-node_idle() { [ "$(sinfo -h -n localhost -o %t 2>/dev/null)" = idle ]; }
-wait_for 30 "node localhost (idle)" node_idle
+for node in $NODE_NAMES; do
+  mkdir -p "$DIR/spool/slurmd-$node"
+  if [ "$NODES" = 1 ]; then as_localhost slurmd -N localhost
+  else  # (nsenter, not `ip netns exec`: that mounts a /sys without the cgroup tree slurmd reads)
+    nsenter --net="/run/netns/$node" unshare --uts sh -c 'hostname "$1" && exec slurmd -N "$1"' sh "$node"
+  fi
+done
+nodes_idle() { [ "$(sinfo -h -N -o %t 2>/dev/null | sort -u)" = idle ]; }
+wait_for 30 "nodes $NODE_NAMES (idle)" nodes_idle
 # ready when slurmctld accepts a job using every CPU: slurmd has registered its layout and the
 # account association is known (sbatch --test-only submits nothing)
-wait_for 30 "a $NCPU-task job on node localhost" sbatch --test-only -A "$ACCOUNT" -p "$PARTITION" \
-  -N 1 --ntasks-per-node="$NCPU" --wrap true
-say "cluster up in $DIR ($(elapsed) s): partition $PARTITION, account $ACCOUNT, $NCPU CPUs"
+wait_for 30 "a $NCPU-task job on $NODES node(s)" sbatch --test-only -A "$ACCOUNT" -p "$PARTITION" \
+  -N "$NODES" --ntasks-per-node="$NCPU" --wrap true
+say "cluster up in $DIR ($(elapsed) s): partition $PARTITION, account $ACCOUNT, $NODES node(s) of $NCPU CPUs"
 print_env

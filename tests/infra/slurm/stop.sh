@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the test cluster started by start.sh in DIR (default /tmp/nemo_lite_slurm), by PID:
-# slurmd, slurmctld, slurmdbd, mariadbd, munged (running jobs are cancelled first). Keeps DIR
+# slurmd(s), slurmctld, slurmdbd, mariadbd, munged (running jobs are cancelled first), and for two
+# nodes every process left in their namespaces, then the process holding them. Keeps DIR
 # (its database and key make the next start take about 3 s instead of 9); `stop.sh DIR --purge`
 # removes it too.
 set -uo pipefail
@@ -8,6 +9,7 @@ DIR=${1:-${NEMO_LITE_SLURM_DIR:-/tmp/nemo_lite_slurm}}
 RUN=$DIR/run
 running() {  # a live process, not a zombie waiting for its parent to reap it
   local state
+  [ -n "$1" ] || return 1
   state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
   [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
@@ -23,8 +25,21 @@ stop() {  # stop NAME: TERM, then KILL after 10 s
   rm -f "$pidfile"
 }
 if [ -f "$RUN/slurmctld.pid" ] && running "$(cat "$RUN/slurmctld.pid")" && command -v scancel >/dev/null; then
-  SLURM_CONF=$DIR/etc/slurm.conf timeout 5 scancel --user=root >/dev/null 2>&1 || true
+  scancel=scancel
+  [ -x "$DIR/bin/scancel" ] && scancel=$DIR/bin/scancel  # two nodes: from inside
+  SLURM_CONF=$DIR/etc/slurm.conf timeout 5 "$scancel" --user=root >/dev/null 2>&1 || true
 fi
-for name in slurmd slurmctld slurmdbd mariadbd munged; do stop "$name"; done
+for pidfile in "$RUN"/slurmd*.pid; do [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)"; done
+for name in slurmctld slurmdbd mariadbd; do stop "$name"; done
+if [ -f "$RUN/anchor.pid" ] && running "$(cat "$RUN/anchor.pid")"; then
+  # what is left in the nodes' namespaces (job steps of a killed node), then the holder
+  net=$(readlink "/proc/$(cat "$RUN/anchor.pid")/ns/mnt")
+  for proc in /proc/[0-9]*; do
+    [ "$(readlink "$proc/ns/mnt" 2>/dev/null)" = "$net" ] && [ "${proc#/proc/}" != "$(cat "$RUN/anchor.pid")" ] \
+      && kill -KILL "${proc#/proc/}" 2>/dev/null
+  done
+  stop anchor
+fi
+stop munged
 if [ "${2:-}" = --purge ]; then rm -rf "$DIR"; fi
 echo "[slurm-test-cluster] stopped ($DIR)" >&2
