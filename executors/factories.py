@@ -15,7 +15,7 @@ import nemo_run as run
 from executors import safety
 from executors.docker_engine import build_docker
 from executors.errors import ExecutorError
-from executors.slurm import SECRETS_ATTR, build_slurm
+from executors.slurm import SECRETS_ATTR, build_slurm, restart_env
 
 
 def build_local(ntasks_per_node: int = 1, env_vars: Optional[dict[str, str]] = None) -> run.LocalExecutor:
@@ -32,12 +32,16 @@ def build_local(ntasks_per_node: int = 1, env_vars: Optional[dict[str, str]] = N
     return executor
 
 
-def build_torchrun(ntasks_per_node: int = 1, env_vars: Optional[dict[str, str]] = None) -> run.LocalExecutor:
+def build_torchrun(ntasks_per_node: int = 1, env_vars: Optional[dict[str, str]] = None,
+                   max_restarts: int = 0) -> run.LocalExecutor:
     """`ntasks_per_node` ranks on this machine, started by torchrun (gloo on CPU, NCCL on GPU:
-    nemo_lite picks the backend from the device)."""
+    nemo_lite picks the backend from the device). `max_restarts`: torchrun restarts all ranks
+    after a rank fails, up to this many times, and they resume from the newest complete
+    checkpoint (torchrun's `--max-restarts`, passed as PET_MAX_RESTARTS)."""
     if int(ntasks_per_node) < 1:
         raise ExecutorError(f"ntasks_per_node must be >= 1 (got {ntasks_per_node}).")
     plain, secrets = safety.split_secrets(env_vars)
+    plain.update(restart_env(max_restarts))
     executor = run.LocalExecutor(ntasks_per_node=int(ntasks_per_node), launcher="torchrun",
                                  env_vars=plain)
     setattr(executor, SECRETS_ATTR, secrets)

@@ -55,6 +55,7 @@ def build_slurm(
     allow_dirty: bool = False,
     retries: int = 0,
     signal_before_limit_s: Optional[int] = 120,
+    max_restarts: int = 0,
 ) -> run.SlurmExecutor:
     """A Slurm cluster: `nodes` x `ntasks_per_node` ranks (torchrun on each node by default).
 
@@ -83,6 +84,8 @@ def build_slurm(
       checkpoints an agreed step, requeues the job and exits (PreemptionCallback), and the
       requeued job resumes. torchrun is told to forward SIGUSR1 to the ranks rather than die
       of it. None: no signal before the limit (a script that does not handle SIGUSR1).
+    - `max_restarts`: torchrun restarts the ranks of every node after one fails, up to this
+      many times, within the job; they resume from the newest complete checkpoint.
     """
     missing = [name for name, value in (("account", account), ("partition", partition))
                if not value]
@@ -103,6 +106,10 @@ def build_slurm(
             str(signal_before_limit_s).isdigit() and 0 < int(signal_before_limit_s) <= 65535):
         raise ExecutorError(f"signal_before_limit_s={signal_before_limit_s}: give seconds "
                             "between 1 and 65535, or None for no signal before the time limit.")
+    restarts = restart_env(max_restarts)
+    if restarts and launcher != "torchrun":
+        raise ExecutorError(f"max_restarts={max_restarts} needs launcher='torchrun' (torchrun "
+                            "restarts the ranks; srun alone does not).")
     if packager not in PACKAGERS:
         raise ExecutorError(f"unknown packager {packager!r}: choose one of {', '.join(PACKAGERS)}.")
     plain, secrets = safety.split_secrets(env_vars)
@@ -146,6 +153,7 @@ def build_slurm(
         # Slurm signals every process of a step: torchrun's agent, left to SIGUSR1's default
         # action, would die and take the step down mid-checkpoint; it forwards these instead
         lines.append("export PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
+    lines += safety.export_lines(restarts)
     if setup_lines:
         lines.append(setup_lines)
 
@@ -166,6 +174,13 @@ def build_slurm(
     setattr(executor, SECRETS_FILE_ATTR, secrets_file)
     setattr(executor, OPTIONS_ATTR, (packager, allow_dirty, list(pass_env or [])))
     return executor
+
+
+def restart_env(max_restarts: Any) -> dict[str, str]:
+    """torchrun's `--max-restarts` as the environment passes it (PET_ = torchrun's options)."""
+    if not str(max_restarts).isdigit():
+        raise ExecutorError(f"max_restarts={max_restarts!r}: give a whole number >= 0.")
+    return {"PET_MAX_RESTARTS": str(int(max_restarts))} if int(max_restarts) else {}
 
 
 # --- checks before submission -------------------------------------------------------------

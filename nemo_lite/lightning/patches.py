@@ -5,8 +5,9 @@
   `_cpu_moe.MOE_SHIMS` (the Mixture-of-Experts ones); `_cpu_inference.INFERENCE_SHIMS` (megatron's
   inference engine, installed by `llm.generate` when it computes on the CPU).
 - Scoped, for one call: `checkpoint_io.WEIGHTS_ONLY_OBJECTS` and
-  `threaded_reads.THREADED_READS` (each checkpoint load), and
-  `optim.ADAM_STEP_LOADED_SEPARATELY` (each distributed-optimizer state load).
+  `threaded_reads.THREADED_READS` (each checkpoint load),
+  `optim.ADAM_STEP_LOADED_SEPARATELY` (each distributed-optimizer state load), and
+  `elastic_store.RESTART_ROUND_STORE` (the world group's setup under torchrun).
 
 Not patches, listed so nothing is missed: `quiet.py` filters library messages by their text (log
 records on the emitting loggers, warnings by message); `trainer.py` gives nemo_lite's own
@@ -30,7 +31,9 @@ def permanent() -> tuple[Shim, ...]:
 
 def scoped() -> tuple[ScopedPatch, ...]:
     from nemo_lite.lightning.checkpoint_io import WEIGHTS_ONLY_OBJECTS
+    from nemo_lite.lightning.elastic_store import RESTART_ROUND_STORE
     from nemo_lite.lightning.optim import ADAM_STEP_LOADED_SEPARATELY
     from nemo_lite.lightning.threaded_reads import THREADED_READS
 
-    return (WEIGHTS_ONLY_OBJECTS, THREADED_READS, ADAM_STEP_LOADED_SEPARATELY)
+    return (WEIGHTS_ONLY_OBJECTS, THREADED_READS, ADAM_STEP_LOADED_SEPARATELY,
+            RESTART_ROUND_STORE)

@@ -40,6 +40,7 @@ from nemo_lite.lightning.ddp_setup import (
     wrap_in_ddp,
 )
 from nemo_lite.lightning.device import is_cuda
+from nemo_lite.lightning.elastic_store import RESTART_ROUND_STORE
 from nemo_lite.lightning.ignored_options import warn_ignored_strategy_options
 from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.megatron_setup import init_parallel_state, write_model_config
@@ -172,7 +173,8 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         self.precision_plugin = as_megatron_precision(self.precision_plugin)
         module = self.lightning_module
         self.validate_run(module, getattr(getattr(module, "_trainer", None), "datamodule", None))
-        super().setup_environment()  # Lightning: device + torch.distributed world group
+        with RESTART_ROUND_STORE.applied():  # Lightning: device + torch.distributed world group
+            super().setup_environment()
         if self.init_model_parallel:
             init_parallel_state(self.layout, seed=self.seed, on_cuda=self.uses_cuda,
                                 te_rng_tracker=self.use_te_rng_tracker)

@@ -37,13 +37,17 @@ def run_spec(work: Path, name: str, **extra) -> dict:
             "resume": "if_exists", **extra}
 
 
-def start(work: Path, run: dict, output: Path | None = None) -> subprocess.Popen:
-    """torchrun with 2 ranks on `run`; its output to `output` (default: discarded)."""
+def start(work: Path, run: dict, output: Path | None = None,
+          max_restarts: int = 0) -> subprocess.Popen:
+    """torchrun with 2 ranks on `run`; its output to `output` (default: discarded).
+    `max_restarts` reaches torchrun as PET_MAX_RESTARTS, as executors.torchrun(max_restarts=)
+    passes it."""
     spec = work / f"spec_{run['name']}_{time.monotonic_ns()}.json"
     spec.write_text(json.dumps({"runs": [run]}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
            str(SCRIPTS / "ckpt_run.py"), str(spec)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PET_MAX_RESTARTS": str(max_restarts)}
     out = output.open("w") if output else subprocess.DEVNULL
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if output
                             else subprocess.DEVNULL, start_new_session=True)
@@ -124,6 +128,37 @@ def test_killed_mid_training_resumes_with_identical_losses(work):
             step, resumed, reference)
     assert resumed_from(Path(run["run_dir"])) == "step=4-consumed_samples=32"
     assert_kept_checkpoints(Path(run["run_dir"]), "step=4-consumed_samples=32")
+
+
+def test_torchrun_restarts_a_killed_rank_in_the_same_job_and_it_resumes_exactly(work, tmp_path):
+    """`--max-restarts 1` (PET_MAX_RESTARTS): rank 1 is killed after step 5; torchrun restarts
+    both ranks in the same job, they resume from the step-4 checkpoint and finish with the
+    reference's losses; the job exits 0."""
+    import psutil
+
+    run = run_spec(work, "restarted-in-job", step_delay=0.5)
+    losses = Path(run["losses"])
+    log = tmp_path / "torchrun.log"
+    proc = start(work, run, output=log, max_restarts=1)
+    deadline = time.monotonic() + 240
+    while not (losses.exists() and 5 in read_losses(losses)):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    rank1 = next(c for c in psutil.Process(proc.pid).children()
+                 if c.environ().get("LOCAL_RANK") == "1")
+    rank1.kill()
+    try:
+        assert proc.wait(timeout=300) == 0, log.read_text()[-5000:]
+    finally:
+        kill_tree(proc)
+    output = log.read_text()
+    assert "Restored all states from the checkpoint at" in output and "step=4-" in output
+    reference = read_losses(work / "reference.jsonl")
+    resumed = read_losses(losses)  # the second round's steps overwrite the first's
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert abs(resumed[step] - reference[step]) <= 1e-6 * abs(reference[step]), (
+            step, resumed, reference)
 
 
 def test_killed_during_checkpoint_save_resumes_from_the_previous_one(work):

@@ -29,6 +29,15 @@ def test_factories_return_configs_that_build_nemo_run_executors():
     assert slurm.packager.check_uncommitted_changes and slurm.packager.check_untracked_files
     assert executors.names() == ["local", "torchrun", "slurm", "docker"]
     assert isinstance(executors.get("torchrun", ntasks_per_node=4), run.Config)
+    # resilience: torchrun's --max-restarts (PET_MAX_RESTARTS), Slurm's signal before the limit
+    assert "PET_MAX_RESTARTS" not in torchrun.env_vars
+    assert executors.build(executors.torchrun(max_restarts=2)).env_vars["PET_MAX_RESTARTS"] == "2"
+    assert slurm.signal == "USR1@120"
+    assert "export PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in slurm.setup_lines
+    restarted = executors.build(executors.slurm(account="a", partition="p", max_restarts=3,
+                                                signal_before_limit_s=None))
+    assert "export PET_MAX_RESTARTS=3" in restarted.setup_lines and restarted.signal is None
+    assert "PET_SIGNALS_TO_HANDLE" not in restarted.setup_lines
 
 
 def test_docker_factory_builds_an_unprivileged_executor(tmp_path):
@@ -77,6 +86,10 @@ def test_docker_preflight_names_an_unreachable_daemon(tmp_path):
     ({"account": "a", "partition": "p", "packager": "zip"}, "unknown packager 'zip'"),
     ({"account": "a", "partition": "p", "ssh_host": "h"}, "needs job_dir"),
     ({"account": "a", "partition": "p", "job_dir": "/x"}, "job_dir is for SSH submissions only"),
+    ({"account": "a", "partition": "p", "signal_before_limit_s": 0}, "signal_before_limit_s=0: give seconds"),
+    ({"account": "a", "partition": "p", "max_restarts": "x"}, "max_restarts='x': give a whole number"),
+    ({"account": "a", "partition": "p", "max_restarts": 1, "launcher": None},
+     "max_restarts=1 needs launcher='torchrun'"),
 ])
 def test_bad_slurm_fields_raise_one_clear_error(fields, words):
     with pytest.raises(executors.ExecutorError, match=words) as error:

@@ -156,4 +156,5 @@ def test_bad_input_fails_before_anything_is_submitted(job_env, tmp_path):
             args, proc.returncode, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr
     assert not (Path(job_env["NEMORUN_HOME"]) / "experiments").exists()
-    assert all_job_count(job_env) == before  # nothing reached Slurm
+    after = all_job_count(job_env)
+    assert after == before, (before, after)  # nothing reached Slurm
