@@ -9,6 +9,8 @@ per-step losses (fp32, 1e-6 relative) from the checkpoint on. Three more get a p
 signal during step 5 (SIGTERM to torchrun, SIGUSR1 to rank 1 only, SIGTERM to the process that
 Lightning's launcher runs as rank 0): each checkpoints step 5, which no interval would save,
 and exits with code 75; restarted together, all three continue with the reference's losses.
+One more runs under `torchrun --max-restarts 1`: rank 1 is killed, torchrun restarts both ranks
+in the same job, and they finish with the reference's losses.
 """
 
 from __future__ import annotations
