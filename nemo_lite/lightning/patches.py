@@ -4,6 +4,8 @@
   `_cpu.SHIMS` (CUDA assumptions of megatron-core redirected to the CPU) and
   `_cpu_moe.MOE_SHIMS` (the Mixture-of-Experts ones); `_cpu_inference.INFERENCE_SHIMS` (megatron's
   inference engine, installed by `llm.generate` when it computes on the CPU).
+- Permanent, in the process that Lightning's launcher runs as rank 0 (RankWatchdog installs it):
+  `launcher_cleanup.LAUNCHER_KILLS_ITS_TREE` (no orphans when a rank dies).
 - Scoped, for one call: `checkpoint_io.WEIGHTS_ONLY_OBJECTS` and
   `threaded_reads.THREADED_READS` (each checkpoint load),
   `optim.ADAM_STEP_LOADED_SEPARATELY` (each distributed-optimizer state load), and
@@ -25,8 +27,9 @@ def permanent() -> tuple[Shim, ...]:
     from nemo_lite.lightning._cpu import SHIMS
     from nemo_lite.lightning._cpu_inference import INFERENCE_SHIMS
     from nemo_lite.lightning._cpu_moe import MOE_SHIMS
+    from nemo_lite.lightning.launcher_cleanup import LAUNCHER_KILLS_ITS_TREE
 
-    return SHIMS + MOE_SHIMS + INFERENCE_SHIMS
+    return SHIMS + MOE_SHIMS + INFERENCE_SHIMS + (LAUNCHER_KILLS_ITS_TREE,)
 
 
 def scoped() -> tuple[ScopedPatch, ...]:

@@ -67,6 +67,13 @@ class RankWatchdog(Callback, IOMixin):
 
         if trainer.world_size < 2 or not dist.is_initialized():
             return
+        from nemo_lite.lightning.launcher_cleanup import (
+            LAUNCHER_KILLS_ITS_TREE,
+            launched_ranks_here,
+        )
+
+        if launched_ranks_here(trainer):
+            LAUNCHER_KILLS_ITS_TREE.install()
         self.step, self.progress_at, self._first = trainer.global_step, time.monotonic(), True
         self._store = _open_store(trainer.global_rank, trainer.world_size, self.interval_s)
         self._beat(trainer.global_rank, 0)

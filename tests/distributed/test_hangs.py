@@ -26,11 +26,11 @@ pytestmark = pytest.mark.distributed
 TIMEOUT = 10
 
 
-def launch(tmp_path: Path, launcher: str) -> tuple[subprocess.Popen, Path, Path]:
+def launch(tmp_path: Path, launcher: str, **extra) -> tuple[subprocess.Popen, Path, Path]:
     run = {"name": launcher, "steps": 200, "save_every": 2, "keep": 2, "dist_opt": True,
            "run_dir": str(tmp_path / launcher), "losses": str(tmp_path / f"{launcher}.jsonl"),
            "step_delay": 0.3, "watchdog_timeout": TIMEOUT,
-           **({"devices": 2} if launcher == "lightning" else {})}
+           **({"devices": 2} if launcher == "lightning" else {}), **extra}
     spec = tmp_path / f"spec_{launcher}.json"
     spec.write_text(json.dumps({"runs": [run]}))
     head = ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -90,13 +90,20 @@ def test_a_stopped_rank_fails_the_job_within_the_timeout_naming_it(tmp_path, lau
     assert_nothing_left(tree)  # the stopped rank and every child of both ranks are gone
 
 
-def test_a_killed_rank_fails_the_job_and_leaves_no_orphans(tmp_path):
+@pytest.mark.parametrize("rank0", ["in a collective", "asleep"])
+def test_a_killed_rank_fails_the_job_and_leaves_no_orphans(tmp_path, rank0):
     """SIGKILL of rank 1 (Lightning's launcher): the job fails in seconds, and rank 1's
     children (megatron's checkpoint-writer manager, the resource tracker), which nothing would
-    end, are killed by rank 0 as it fails."""
+    end, are gone too. Rank 0 in a collective fails and kills them itself
+    (RankWatchdog.on_exception); rank 0 asleep (after step 5, outside any collective) is killed
+    by Lightning's launcher thread, which now kills rank 0's whole tree first (a CI run found
+    the orphans when that thread came first)."""
     import psutil
 
-    proc, log, _ = launch(tmp_path, "lightning")
+    pause = {"pause_after_step": 5} if rank0 == "asleep" else {}
+    proc, log, losses = launch(tmp_path, "lightning", **pause)
+    while pause and 5 not in read_losses(losses):
+        time.sleep(0.05)
     tree = psutil.Process(proc.pid).children(recursive=True)
     victim = rank_one(proc)
     orphans = victim.children(recursive=True)
@@ -107,6 +114,6 @@ def test_a_killed_rank_fails_the_job_and_leaves_no_orphans(tmp_path):
         proc.wait(timeout=60)
     finally:
         os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-    print(f"SIGKILL of rank 1 -> job failed after {time.monotonic() - sent:.1f} s")
+    print(f"SIGKILL of rank 1, rank 0 {rank0} -> job failed after {time.monotonic() - sent:.1f} s")
     assert proc.returncode != 0
     assert_nothing_left(tree)
