@@ -33,9 +33,9 @@ for pidfile in "$RUN"/slurmd*.pid; do [ -e "$pidfile" ] && stop "$(basename "$pi
 for name in slurmctld slurmdbd mariadbd; do stop "$name"; done
 if [ -f "$RUN/anchor.pid" ] && running "$(cat "$RUN/anchor.pid")"; then
   # what is left in the nodes' namespaces (job steps of a killed node), then the holder
-  net=$(readlink "/proc/$(cat "$RUN/anchor.pid")/ns/mnt")
+  mnt=$(readlink "/proc/$(cat "$RUN/anchor.pid")/ns/mnt")
   for proc in /proc/[0-9]*; do
-    [ "$(readlink "$proc/ns/mnt" 2>/dev/null)" = "$net" ] && [ "${proc#/proc/}" != "$(cat "$RUN/anchor.pid")" ] \
+    [ "$(readlink "$proc/ns/mnt" 2>/dev/null)" = "$mnt" ] && [ "${proc#/proc/}" != "$(cat "$RUN/anchor.pid")" ] \
       && kill -KILL "${proc#/proc/}" 2>/dev/null
   done
   stop anchor
