@@ -36,6 +36,7 @@ from typing import Any, Optional
 from lightning.pytorch.callbacks import Callback
 
 from nemo_lite.io.capture import IOMixin
+from nemo_lite.lightning.process_tree import kill_own_children
 
 HUNG_EXIT_CODE = 124  # as `timeout` exits
 
@@ -102,7 +103,7 @@ class RankWatchdog(Callback, IOMixin):
         ranks on this host left behind, and this rank's own children."""
         self._stop.set()
         if self._store is not None:
-            _kill_tree(self._seen, _dead_local_ranks(self._peers), own=True)
+            _kill_tree(self._seen, _dead_local_ranks(self._peers))
 
     # --- the watchdog thread ------------------------------------------------------------------
     def _beat(self, rank: int, beat: int) -> None:
@@ -147,12 +148,17 @@ class RankWatchdog(Callback, IOMixin):
                            "or a collective that never completes)", [])
 
     def _fail(self, why: str, ranks: list[int]) -> None:
-        print(f"nemo_lite: job hung: {why}; failing it (exit code {HUNG_EXIT_CODE}).",
-              file=sys.stderr, flush=True)
-        here = socket.gethostname()
-        local = {r: self._peers[r] for r in ranks if r in self._peers and self._peers[r][1] == here}
-        _kill_tree(self._seen, local, own=True)
-        os._exit(HUNG_EXIT_CODE)
+        try:  # nothing here may keep the process alive: a broken stderr pipe included
+            print(f"nemo_lite: job hung: {why}; failing it (exit code {HUNG_EXIT_CODE}).",
+                  file=sys.stderr, flush=True)
+        finally:
+            here = socket.gethostname()
+            local = {r: self._peers[r] for r in ranks
+                     if r in self._peers and self._peers[r][1] == here}
+            try:
+                _kill_tree(self._seen, local)
+            finally:
+                os._exit(HUNG_EXIT_CODE)
 
 
 def _open_store(rank: int, world: int, interval_s: float) -> Any:
@@ -209,18 +215,16 @@ def _remember(seen: dict[int, Any], info: tuple[int, str, list[int]]) -> None:
                 pass
 
 
-def _kill_tree(seen: dict[int, Any], ranks: dict[int, tuple[int, str, list[int]]],
-               own: bool) -> None:
+def _kill_tree(seen: dict[int, Any], ranks: dict[int, tuple[int, str, list[int]]]) -> None:
     """SIGKILL the given ranks of this host and the children they reported (the very
-    processes seen then, see `_remember`), and with `own` this process's children."""
+    processes seen then, see `_remember`), then this process's own children."""
     import psutil
 
     targets = [seen[p] for pid, _, children in ranks.values() for p in (pid, *children)
                if p in seen and p != os.getpid()]
-    if own:
-        targets += psutil.Process().children(recursive=True)
     for process in targets:
         try:
             process.kill()  # psutil: NoSuchProcess if the pid now names another process
         except psutil.Error:
             pass
+    kill_own_children()

@@ -57,10 +57,12 @@ def job_ids(env: dict) -> list[str]:
     return [line.split("=")[0].strip() for line in path.read_text().splitlines() if "=" in line]
 
 
-def all_job_count(env: dict) -> int:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID", "-a", "-S", "now-1days"],
-                         env=env, capture_output=True, text=True, timeout=30).stdout
-    return len(out.split())
+def jobs_named(env: dict, word: str) -> list[str]:
+    """Every job of the last day whose name contains `word` ("JOBID|NAME" lines)."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName%200", "-a", "-S",
+                          "now-1days"], env=env, capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    return [line for line in out.splitlines() if word in line.split("|", 1)[-1]]
 
 
 def run_python(script: str, env: dict, cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

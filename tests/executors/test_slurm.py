@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests._support.jobs import (
-    all_job_count,
     experiment_job_dir,
     git_repo,
     job_ids,
+    jobs_named,
     nemo_cli,
     run_python,
     sacct_state,
@@ -41,6 +41,7 @@ def test_cli_pretrains_tiny_gpt_on_two_ranks_through_slurm(job_env, tmp_path, re
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (job_id,) = job_ids(job_env)
     assert sacct_state(job_env, job_id) == "COMPLETED"
+    assert f"{job_id}|nemo_lite.tiny" in jobs_named(job_env, "tiny")  # as the bad-input test looks
     job_dir = experiment_job_dir(job_env, "tiny")
     assert (job_dir / "code" / "README.md").exists()  # the git archive is the working directory
     run_dir = job_dir / "code" / "nemo_experiments" / "default"
@@ -130,7 +131,6 @@ if __name__ == "__main__":
 
 
 def test_bad_input_fails_before_anything_is_submitted(job_env, tmp_path):
-    before = all_job_count(job_env)
     # the CLI: unknown executor, missing partition, an unreachable slurmctld
     bad_conf = tmp_path / "slurm.conf"
     text = Path(job_env["SLURM_CONF"]).read_text()
@@ -149,12 +149,12 @@ def test_bad_input_fails_before_anything_is_submitted(job_env, tmp_path):
          "Invalid account or account/partition combination specified)"),
     ]
     for args, env, words in cases:
-        proc = nemo_cli("llm", "pretrain", "--factory", "tiny_gpt", *args, "-y", env=env,
-                     cwd=tmp_path)
+        proc = nemo_cli("llm", "pretrain", "--factory", "tiny_gpt", *args, "run.name=bad_probe",
+                        "-y", env=env, cwd=tmp_path)
         last = (proc.stderr.strip().splitlines() or [""])[-1]
         assert proc.returncode == 2 and last.startswith("error: ") and words in last, (
             args, proc.returncode, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr
     assert not (Path(job_env["NEMORUN_HOME"]) / "experiments").exists()
-    after = all_job_count(job_env)
-    assert after == before, (before, after)  # nothing reached Slurm
+    # nothing reached Slurm (other tests' jobs run on the same cluster meanwhile: count by name)
+    assert jobs_named(job_env, "bad_probe") == []

@@ -92,6 +92,35 @@ def in_namespace(net: str) -> list:
     return found
 
 
+def left_on_nodes(env: dict, since: float, nodes: tuple[str, ...] = ("n1", "n2")) -> list[int]:
+    """Processes started after `since` (time.time()) that still run on the nodes, slurmd apart:
+    what a job left behind once Slurm says it ended."""
+    import psutil
+
+    run_dir = Path(env["NEMO_LITE_SLURM_DIR"]) / "run"
+    left = []
+    for node in nodes:
+        slurmd = int((run_dir / f"slurmd-{node}.pid").read_text())
+        for process in in_namespace(os.readlink(f"/proc/{slurmd}/ns/net")):
+            try:
+                if process.pid != slurmd and process.create_time() >= since - 1:
+                    left.append(process.pid)
+            except psutil.Error:
+                pass
+    return left
+
+
+def wait_until_clean(env: dict, since: float, limit_s: float, nodes=("n1", "n2")) -> list[str]:
+    """[] once no process of the job is left on the nodes; else, after `limit_s`, the leftovers
+    described."""
+    deadline = time.monotonic() + limit_s
+    while left := left_on_nodes(env, since, nodes):
+        if time.monotonic() > deadline:
+            return [_describe(pid, since) for pid in left]
+        time.sleep(0.5)
+    return []
+
+
 def test_tp2_dp2_over_two_nodes_matches_one_rank_through_two_interruptions(
         job_env_two_nodes, tmp_path, record_property):
     env = job_env_two_nodes
@@ -104,7 +133,7 @@ def test_tp2_dp2_over_two_nodes_matches_one_rank_through_two_interruptions(
     reference = tb_losses(reference_dir / "nemo_experiments")
     assert sorted(reference) == list(range(1, STEPS + 1))
 
-    start = time.monotonic()
+    start, since = time.monotonic(), time.time()
     proc = launch(env, tmp_path, "two", STEPS)
     interrupted: dict[str, float] = {}
     try:
@@ -147,6 +176,8 @@ def test_tp2_dp2_over_two_nodes_matches_one_rank_through_two_interruptions(
     print(f"2 nodes x 2 ranks (TP2 x DP2) vs 1 rank, {STEPS} steps, checkpointed and resumed at "
           f"steps {saved_steps}: largest relative loss difference {worst:.2e}")
     assert worst <= 1e-5, (losses, reference)
+    # three starts, two of them stopped by signals: none left a process on either node
+    assert (left := wait_until_clean(env, since, 30)) == [], f"left on the nodes: {left}"
 
 
 def test_a_dead_node_fails_the_job_within_the_watchdog_bound(job_env_two_nodes, tmp_path,
@@ -159,6 +190,7 @@ def test_a_dead_node_fails_the_job_within_the_watchdog_bound(job_env_two_nodes, 
 
     env = job_env_two_nodes
     timeout_s = 15
+    since = time.time()
     proc = launch(env, tmp_path, "node_death", 100000,
                   extra=f"recipe.trainer.callbacks = [run.Config(nl.RankWatchdog, "
                         f"timeout_s={timeout_s})]")
@@ -191,13 +223,7 @@ def test_a_dead_node_fails_the_job_within_the_watchdog_bound(job_env_two_nodes, 
             time.sleep(0.5)
         ended = time.monotonic() - died
         # and on n1 every process of the job ends (Slurm's SIGKILL follows after KillWait, 30 s)
-        slurmd_n1 = int((directory / "run" / "slurmd-n1.pid").read_text())
-        while left := [p.pid for p in in_namespace(os.readlink(f"/proc/{slurmd_n1}/ns/net"))
-                       if p.pid != slurmd_n1]:
-            if time.monotonic() - died > ended + 60:
-                left = [" ".join(psutil.Process(pid).cmdline()) for pid in left]
-                break
-            time.sleep(0.5)
+        left = wait_until_clean(env, since, 60, nodes=("n1",))
         cleaned = time.monotonic() - died
         subprocess.run(["scancel", job_id], env=env, check=True)
         output, _ = proc.communicate(timeout=120)
@@ -215,5 +241,19 @@ def test_a_dead_node_fails_the_job_within_the_watchdog_bound(job_env_two_nodes, 
     assert hung and "rank 2 (" in hung[0] and "rank 3 (" in hung[0], text[-3000:]
     assert reported < timeout_s + 30
     # (torchrun on n1 may print its failure summary or not: Slurm's requeue can SIGTERM it first)
-    assert left == [], f"processes of the job left on n1: {left}"
+    assert left == [], (f"processes of the job left on n1: {left}; the job's own lines:\n"
+                        + "\n".join(line for line in text.splitlines()
+                                    if "nemo_lite" in line or "torch" in line)[-4000:])
     assert proc.returncode != 0 and "RESULT SUCCEEDED" not in output
+
+
+def _describe(pid: int, since: float) -> str:
+    """A leftover process: its command, its parent, when it started (seconds after `since`)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return (f"{pid} (parent {process.ppid()}, started at +{process.create_time() - since:.1f} "
+                "s): " + " ".join(process.cmdline()))
+    except psutil.Error as error:
+        return f"{pid}: {error}"
