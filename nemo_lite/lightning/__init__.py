@@ -10,6 +10,9 @@ import importlib
 from typing import Any
 
 from nemo_lite._lazy import lazy_exports
+from nemo_lite.lightning.torchmetrics_imports import TORCHMETRICS_WITHOUT_TRANSFORMERS
+
+TORCHMETRICS_WITHOUT_TRANSFORMERS.install()  # before anything here imports Lightning
 
 _EXPORTS = {
     "MegatronStrategy": "nemo_lite.lightning.strategy",

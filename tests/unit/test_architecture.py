@@ -95,7 +95,8 @@ def test_no_import_circles():
 
 FOREIGN = ("torch", "megatron", "lightning")
 REGISTRY = {"nemo_lite.lightning._cpu", "nemo_lite.lightning._cpu_moe",
-            "nemo_lite.lightning.shims", "nemo_lite.lightning.launcher_cleanup"}
+            "nemo_lite.lightning.shims", "nemo_lite.lightning.launcher_cleanup",
+            "nemo_lite.lightning.torchmetrics_imports"}
 
 
 def test_only_the_shim_registry_assigns_to_torch_megatron_or_lightning():

@@ -26,3 +26,35 @@ def test_scoped_patches_target_real_code_and_undo_themselves(patch):
     with patch.applied():
         assert getattr(owner, patch.attribute) is not original
     assert getattr(owner, patch.attribute) is original
+
+
+def test_lightning_loads_without_transformers_and_torchmetrics_still_works():
+    """TORCHMETRICS_WITHOUT_TRANSFORMERS, in fresh processes: Lightning imported through
+    nemo_lite loads torchmetrics without transformers (Lightning imported first: with it);
+    torchmetrics' other metrics compute either way. The import times are printed, not asserted
+    (benchmarks/RESULTS.md has them)."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys, time
+start = time.perf_counter()
+if sys.argv[1] == "shim":
+    import nemo_lite.lightning.strategy
+else:
+    import lightning.pytorch, nemo_lite.lightning.strategy
+seconds = time.perf_counter() - start
+import torch, torchmetrics
+mean = torchmetrics.MeanMetric()
+mean.update(torch.tensor([1.0, 3.0]))
+print(sys.argv[1], "transformers" in sys.modules, float(mean.compute()), round(seconds, 2))
+"""
+    out = {}
+    for how in ("shim", "plain"):
+        proc = subprocess.run([sys.executable, "-c", probe, how], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        name, loaded, mean, seconds = proc.stdout.split()
+        out[name] = (loaded, float(mean), float(seconds))
+    print(out)
+    assert out["shim"][:2] == ("False", 2.0) and out["plain"][:2] == ("True", 2.0), out
