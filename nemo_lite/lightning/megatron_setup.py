@@ -26,6 +26,9 @@ def init_parallel_state(layout: ParallelLayout, *, seed: int, on_cuda: bool,
         expert_model_parallel_size=layout.expert_model_parallel_size,
         expert_tensor_parallel_size=layout.expert_tensor_parallel_size,
     )
+    from nemo_lite.lightning.writer_queue import CHECKPOINT_RESULTS_QUEUE_FORKED
+
+    CHECKPOINT_RESULTS_QUEUE_FORKED.install()
     if not on_cuda:
         from nemo_lite.lightning import _cpu
         from nemo_lite.lightning.quiet import quiet_cpu_run

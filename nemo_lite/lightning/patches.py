@@ -6,6 +6,8 @@
   inference engine, installed by `llm.generate` when it computes on the CPU).
 - Permanent, in the process that Lightning's launcher runs as rank 0 (RankWatchdog installs it):
   `launcher_cleanup.LAUNCHER_KILLS_ITS_TREE` (no orphans when a rank dies).
+- Permanent, in every rank (MegatronStrategy's setup of megatron's parallel state):
+  `writer_queue.CHECKPOINT_RESULTS_QUEUE_FORKED` (the first save starts 3 s sooner).
 - Permanent, in every process that imports nemo_lite.lightning before torchmetrics:
   `torchmetrics_imports.TORCHMETRICS_WITHOUT_TRANSFORMERS` (Lightning loads ~1.5 s faster).
 - Scoped, for one call: `checkpoint_io.WEIGHTS_ONLY_OBJECTS` and
@@ -31,9 +33,11 @@ def permanent() -> tuple[Shim, ...]:
     from nemo_lite.lightning._cpu_moe import MOE_SHIMS
     from nemo_lite.lightning.launcher_cleanup import LAUNCHER_KILLS_ITS_TREE
     from nemo_lite.lightning.torchmetrics_imports import TORCHMETRICS_WITHOUT_TRANSFORMERS
+    from nemo_lite.lightning.writer_queue import CHECKPOINT_RESULTS_QUEUE_FORKED
 
     return SHIMS + MOE_SHIMS + INFERENCE_SHIMS + (LAUNCHER_KILLS_ITS_TREE,
-                                                  TORCHMETRICS_WITHOUT_TRANSFORMERS)
+                                                  TORCHMETRICS_WITHOUT_TRANSFORMERS,
+                                                  CHECKPOINT_RESULTS_QUEUE_FORKED)
 
 
 def scoped() -> tuple[ScopedPatch, ...]:

@@ -151,11 +151,12 @@ class PreemptionCallback(Callback, IOMixin):
 @contextlib.contextmanager
 def stop_signals_held(signals: Sequence[int] = DEFAULT_SIGNALS) -> Iterator[None]:
     """Hold the stop signals back from this thread while a checkpoint is written, and from the
-    processes it starts meanwhile. megatron's checkpoint writer spawns a multiprocessing manager
-    per save; torchrun and Slurm signal every process of a rank, and that manager, left to the
-    default action, died mid-save (a BrokenPipeError in the rank, no checkpoint). A held signal
-    stays pending; this thread receives it when the save is done (the manager, which never
-    releases it, ends with the save)."""
+    processes it starts meanwhile. megatron's checkpoint writer starts a multiprocessing manager
+    at a process's first save (and writer processes at every save); torchrun and Slurm signal
+    every process of a rank, and that manager, left to the default action, died mid-save (a
+    BrokenPipeError in the rank, no checkpoint). A held signal stays pending; this thread
+    receives it when the save is done (the manager, which never releases it, ends with the
+    rank)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

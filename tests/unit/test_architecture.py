@@ -96,7 +96,7 @@ def test_no_import_circles():
 FOREIGN = ("torch", "megatron", "lightning")
 REGISTRY = {"nemo_lite.lightning._cpu", "nemo_lite.lightning._cpu_moe",
             "nemo_lite.lightning.shims", "nemo_lite.lightning.launcher_cleanup",
-            "nemo_lite.lightning.torchmetrics_imports"}
+            "nemo_lite.lightning.torchmetrics_imports", "nemo_lite.lightning.writer_queue"}
 
 
 def test_only_the_shim_registry_assigns_to_torch_megatron_or_lightning():
