@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from nemo_lite.lightning.batch_ramp import BatchRamp
 from nemo_lite.lightning.ddp_rules import check_ddp
 from nemo_lite.lightning.layout import LayoutError, ParallelLayout
 
-_DATA_FIELDS = ("seq_length", "global_batch_size", "micro_batch_size")
+_DATA_FIELDS = ("seq_length", "global_batch_size", "micro_batch_size", "rampup_batch_size")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class LaunchPlan:
     num_microbatches: int
     memory: Any = None
     precision: str = "32"
+    batch_ramp: str | None = None  # BatchRamp.describe() when the global batch ramps up
 
     def lines(self) -> list[str]:
         lay = self.layout
@@ -37,6 +39,7 @@ class LaunchPlan:
                  f"SP={lay.sequence_parallel} DP={lay.data_parallel_size(self.world_size)}")
         out = [f"ranks needed: {self.world_size} ({self.launched_by})",
                f"layout: {sizes}; {self.num_microbatches} micro-batches per step",
+               *([f"batch ramp: {self.batch_ramp}"] if self.batch_ramp else []),
                f"precision: {self.precision}"]
         if self.memory is not None:
             out += ["memory per rank (estimate):", *("  " + line for line in self.memory.lines())]
@@ -159,7 +162,10 @@ def plan_task(task: Any, executor: Any = None, check_paths: bool = True) -> Laun
             flash_attention=_value(trainer, "accelerator", "auto") not in ("cpu",),
             grad_reduce_in_fp32=bool(next((_value(p, "grad_reduce_in_fp32", True)
                                            for p in plugins if p is not None), True)))
-    return LaunchPlan(world, launched_by, layout, microbatches, memory, str(precision))
+    ramp = BatchRamp.parse(data_view.rampup_batch_size, data_view.global_batch_size)
+    ramp_text = ramp.describe(data_view.micro_batch_size, layout.data_parallel_size(world)) \
+        if ramp else None
+    return LaunchPlan(world, launched_by, layout, microbatches, memory, str(precision), ramp_text)
 
 
 def _check_checkpoint_paths(task: Any) -> None:

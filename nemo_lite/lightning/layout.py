@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nemo_lite.lightning.batch_ramp import BatchRamp, RampError
+
 
 class LayoutError(ValueError):
     """A parallel layout that cannot work; the message names the numbers and the fix."""
@@ -239,8 +241,17 @@ class ParallelLayout:
                 f"data seq_length={data.seq_length} is not divisible by 2 x "
                 f"context_parallel_size = {2 * self.context_parallel_size}."
             )
-        return self.validate_batch(
+        microbatches = self.validate_batch(
             world_size=world_size,
             global_batch_size=data.global_batch_size,
             micro_batch_size=data.micro_batch_size,
         )
+        try:  # every global batch of a ramp-up must split the same way
+            ramp = BatchRamp.parse(getattr(data, "rampup_batch_size", None), data.global_batch_size)
+            if ramp is not None:
+                vpp = self.virtual_pipeline_model_parallel_size or 1
+                ramp.check(data.micro_batch_size, self.data_parallel_size(world_size),
+                           self.pipeline_model_parallel_size if vpp > 1 else 1)
+        except RampError as error:
+            raise LayoutError(str(error)) from None
+        return microbatches

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from nemo_lite.lightning.batch_ramp import BatchRamp
+
 PAD_INDEX = -1  # a sample index that datasets turn into an all-masked sample
 
 
@@ -26,6 +28,7 @@ class MegatronPretrainingBatchSampler:
         data_parallel_rank: int,
         data_parallel_size: int,
         drop_last: bool = True,
+        ramp: BatchRamp | None = None,
     ) -> None:
         if total_samples <= 0:
             raise ValueError(f"no samples to draw from (total_samples={total_samples}).")
@@ -36,6 +39,11 @@ class MegatronPretrainingBatchSampler:
             )
         if not 0 <= data_parallel_rank < data_parallel_size:
             raise ValueError(f"data_parallel_rank={data_parallel_rank} not in [0, {data_parallel_size}).")
+        if ramp is not None:
+            if not drop_last:
+                raise ValueError("a ramp-up batch size applies to training (drop_last=True) only.")
+            ramp.check(micro_batch_size, data_parallel_size)
+        self.ramp = ramp
         self.total_samples = total_samples
         self.consumed_samples = consumed_samples
         self.micro_batch_size = micro_batch_size
@@ -50,6 +58,8 @@ class MegatronPretrainingBatchSampler:
 
     def __len__(self) -> int:
         """Micro-batches this rank yields from `consumed_samples` to the end."""
+        if self.ramp is not None:
+            return sum(1 for _ in self._ramp_windows())
         remaining = max(self.total_samples - self.consumed_samples % self.total_samples, 0)
         if self.drop_last:
             full = remaining // self.global_batch_size * self.global_batch_size
@@ -60,9 +70,26 @@ class MegatronPretrainingBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         start = self.consumed_samples % self.total_samples
         lo = self.data_parallel_rank * self.micro_batch_size
-        for first in range(start, start + len(self) * self._stride, self._stride):
+        firsts = (self._ramp_windows() if self.ramp is not None else
+                  range(start, start + len(self) * self._stride, self._stride))
+        for first in firsts:
             window = [i if i < self.total_samples else PAD_INDEX for i in range(first, first + self._stride)]
             yield window[lo : lo + self.micro_batch_size]
+
+    def _ramp_windows(self) -> Iterator[int]:
+        """The first sample of each micro-batch window of whole ramp steps: each step's global
+        batch follows from the samples consumed before it; a step that would run past the end
+        of the samples is dropped whole."""
+        assert self.ramp is not None
+        consumed = self.consumed_samples
+        position = consumed % self.total_samples
+        while True:
+            size = self.ramp.global_batch_at(consumed)
+            if position + size > self.total_samples:
+                return
+            yield from range(position, position + size, self._stride)
+            position += size
+            consumed += size
 
 
 class UnsizedBatches:

@@ -20,9 +20,11 @@ GiB = 1024**3
 
 
 def tokens_per_step(trainer: Any) -> int | None:
-    """Global batch x sequence length (None when neither data nor model says)."""
+    """The latest training step's global batch x sequence length (None when neither data nor
+    model says)."""
     strategy = trainer.strategy
-    batch = getattr(strategy, "global_batch_size", None)
+    batch = getattr(strategy, "step_global_batch_size", getattr(strategy, "global_batch_size",
+                                                                 None))
     data = getattr(trainer, "datamodule", None)
     seq = getattr(data, "seq_length", None)
     if seq is None:

@@ -11,13 +11,10 @@ What it adds to Lightning's DDPStrategy (which launches processes and owns the w
 The layout is validated before any group or model is built.
 """
 
-import dataclasses
-import functools
 import logging
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
@@ -28,9 +25,8 @@ from nemo_lite.io.capture import IOMixin
 from nemo_lite.lightning.checkpoint_io import (
     MegatronCheckpointIO,
     load_model_weights,
-    save_model_weights,
 )
-from nemo_lite.lightning.checkpointing import Checkpointer, CheckpointOptions, write_run_context
+from nemo_lite.lightning.checkpointing import Checkpointer, CheckpointOptions
 from nemo_lite.lightning.ddp_rules import check_ddp
 from nemo_lite.lightning.ddp_setup import (
     connect_to_schedule,
@@ -46,15 +42,15 @@ from nemo_lite.lightning.layout import ParallelLayout
 from nemo_lite.lightning.megatron_setup import init_parallel_state, write_model_config
 from nemo_lite.lightning.parallel import MegatronParallel
 from nemo_lite.lightning.precision import as_megatron_precision
-from nemo_lite.lightning.preemption import stop_signals_held
 from nemo_lite.lightning.progress import use_printed_progress
 from nemo_lite.lightning.sampler import EvalLimits, count_eval_limits_in_global_batches
 from nemo_lite.lightning.step_metrics import add_step_metrics
+from nemo_lite.lightning.strategy_checkpoints import CheckpointHooks
 
 log = logging.getLogger(__name__)
 
 
-class MegatronStrategy(DDPStrategy, IOMixin):
+class MegatronStrategy(CheckpointHooks, DDPStrategy, IOMixin):
     strategy_name = "megatron"
 
     def __init__(
@@ -151,8 +147,10 @@ class MegatronStrategy(DDPStrategy, IOMixin):
                                       ckpt_parallel_save_optim=ckpt_parallel_save_optim,
                                       ckpt_load_directly_on_device=ckpt_load_directly_on_device)
         self.megatron_parallel: MegatronParallel | None = None
-        self.num_microbatches = 1
+        self.num_microbatches = 1  # per step at the full global batch (validation, test)
         self.global_batch_size = 1
+        self.batch_ramp: Any = None  # the data module's BatchRamp, if it ramps up
+        self.step_global_batch_size = 1  # the global batch of the latest training step
         self.micro_batch_size = 1
         self.seq_length = 1
 
@@ -202,6 +200,8 @@ class MegatronStrategy(DDPStrategy, IOMixin):
             self.global_batch_size = data.global_batch_size
             self.micro_batch_size = data.micro_batch_size
             self.seq_length = data.seq_length
+            self.batch_ramp = getattr(data, "batch_ramp", None)  # checked by validate_run
+            self.step_global_batch_size = self.global_batch_size
 
     def _configure_model_config(self) -> None:
         config = getattr(self.lightning_module, "config", None)
@@ -274,70 +274,7 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         """The DDP config the model was wrapped with (after setup); before: what it will be."""
         return self._wrapped_ddp if self._wrapped_ddp is not None else self.megatron_ddp_config()
 
-    # --- checkpoints: Lightning's hooks, delegated to the Checkpointer ------------------------
-    @property
-    def restore_checkpoint_after_setup(self) -> bool:
-        """Load after the model chunks and optimizer exist: their sharded state dicts say what
-        (and which shard) this rank reads."""
-        return True
-
-    def lightning_module_state_dict(self) -> dict[str, Any]:
-        return {}  # the weights go into the sharded part of the checkpoint (save_checkpoint)
-
-    def optimizer_state(self, optimizer: Any) -> dict[str, Any]:
-        return {}  # likewise
-
-    def restore_from(self, restore_config: Any) -> None:
-        """Start from the weights (and, if asked, the optimizer) of `restore_config.path` at
-        setup: AutoResume's choice when a run resumes nothing (the `restore_config` argument)."""
-        self.restore_config = restore_config
-
-    def layout_record(self) -> dict[str, Any]:
-        """The layout a checkpoint records (a different one on load means a reshard)."""
-        return {**dataclasses.asdict(self.layout), "world_size": self.world_size}
-
-    def save_weights(self, path: str) -> None:
-        """Collective: write this model's weights (sharded, layout-independent) under `path`."""
-        self._finish_param_gather()
-        save_model_weights(list(self.megatron_parallel), path)
-
-    def save_checkpoint(self, checkpoint: Any, filepath: Any, storage_options: Any = None) -> None:
-        """Collective: model, optimizer (+ LR schedule), RNG, trainer state; atomic commit."""
-        self._finish_param_gather()
-        restore = self.restore_config
-        restored_from = (str(Path(restore.path).resolve())
-                         if restore is not None and restore.load_model_state else None)
-        with stop_signals_held():  # the writer processes it starts outlive a SIGTERM
-            self.checkpointer.save(
-                checkpoint, filepath, chunks=list(self.megatron_parallel),
-                optimizers=self.optimizers, ddp_config=self.ddp_config,
-                layout_record=self.layout_record(), restored_from=restored_from,
-                write_context=functools.partial(write_run_context, self.lightning_module))
-
-    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict:
-        """Collective: read `checkpoint_path` into the current layout (resharding as needed)."""
-        return self.checkpointer.load(
-            checkpoint_path, chunks=list(self.megatron_parallel), optimizers=self.optimizers,
-            ddp_config=self.ddp_config, layout_record=self.layout_record(),
-            fitting=self.lightning_module.trainer.state.fn == TrainerFn.FITTING)
-
-    def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
-        self.checkpointer.load_model_state(checkpoint, list(self.megatron_parallel),
-                                           self.optimizers, self.precision_plugin.precision,
-                                           strict=strict)
-
-    def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        self.checkpointer.load_optimizer_state(checkpoint, self.optimizers)
-
-    def on_train_start(self) -> None:
-        self.checkpointer.restore_rng()
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.checkpointer.finalize_async_saves(blocking=False)
-
-    def on_train_end(self) -> None:
-        self.checkpointer.finalize_async_saves(blocking=True)
-
+    # (checkpoints: Lightning's hooks are in strategy_checkpoints.CheckpointHooks)
     def _finish_param_gather(self) -> None:
         finish_param_gather(self.megatron_parallel or [])
 
@@ -346,7 +283,19 @@ class MegatronStrategy(DDPStrategy, IOMixin):
             self.megatron_parallel.to(self.root_device)
 
     # --- steps: every Lightning step is one global batch through Megatron's schedule --------
-    def megatron_step(self, dataloader_iter: Iterator[Any], forward_only: bool) -> torch.Tensor:
+    def megatron_step(self, dataloader_iter: Iterator[Any], forward_only: bool,
+                      consumed_samples: Optional[int] = None) -> torch.Tensor:
+        """One global batch through megatron's schedule, pulling its micro-batches from
+        `dataloader_iter`. A training step under a ramp-up batch size takes the ramp's global
+        batch at `consumed_samples` (the samples before this step); every other step takes
+        `global_batch_size`."""
+        num_microbatches = self.num_microbatches
+        if not forward_only and self.batch_ramp is not None:
+            if consumed_samples is None:
+                raise ValueError("a ramp-up batch size needs the step's consumed_samples.")
+            self.step_global_batch_size = self.batch_ramp.global_batch_at(consumed_samples)
+            num_microbatches = self.num_microbatches * self.step_global_batch_size // \
+                self.global_batch_size
         module = self.lightning_module
         parallel = self.megatron_parallel
         if parallel is None:
@@ -362,7 +311,7 @@ class MegatronStrategy(DDPStrategy, IOMixin):
         return parallel(
             dataloader_iter,
             forward_only=forward_only,
-            num_microbatches=self.num_microbatches,
+            num_microbatches=num_microbatches,
             seq_length=self.seq_length,
             micro_batch_size=self.micro_batch_size,
             data_step=module.data_step,

@@ -49,6 +49,14 @@ def test_dryrun_of_a_finetune_recipe(tmp_path):
     assert "ranks needed: 8" in proc.stdout
 
 
+def test_dryrun_shows_a_batch_ramp(tmp_path):
+    proc = cli("llm", "pretrain", "--factory", "tiny_gpt", "data.rampup_batch_size=[2,2,64]",
+               "--dryrun", "-y", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("batch ramp: global batch 2 -> 8 by 2 over 64 samples (20 steps; micro-batches per "
+            "step 1 -> 4)") in proc.stdout, proc.stdout[-2000:]
+
+
 def test_to_yaml_exports_the_resolved_config(tmp_path):
     proc = cli("llm", "pretrain", "--factory", "tiny_gpt", "trainer.max_steps=7",
                "log.log_dir=runs", "trainer.strategy.pipeline_dtype=None",
@@ -68,6 +76,9 @@ BAD_INPUTS = {
                           "world size 2 is not divisible by tensor (4)"),
     "batch math": (["--factory", "tiny_gpt", "data.global_batch_size=5"],
                    "global_batch_size"),
+    "ramp that does not split": (["--factory", "tiny_gpt", "data.rampup_batch_size=[2,3,16]"],
+                                 "reaches a global batch of 5, which micro_batch_size (2) x data "
+                                 "parallel size (1) = 2 does not divide"),
     "executor world size": (["--factory", "tiny_gpt", "run.executor=local"],
                             "the executor starts 1 processes"),
     "override under a None field": (["--factory", "tiny_gpt", "resume.restore_config.path=/x"],

@@ -28,15 +28,17 @@ class ResumableDataMixin:
 
     init_consumed_samples: int = 0
     init_global_step: int = 0
+    batch_ramp: Any = None  # a BatchRamp when rampup_batch_size is set
 
     def init_batching(self, *, seq_length: int, tokenizer: Any, micro_batch_size: int,
                       global_batch_size: int, rampup_batch_size: Any, num_workers: int,
                       pin_memory: bool, persistent_workers: bool) -> None:
         """The arguments every data module shares (NeMo's names), set once here."""
+        from nemo_lite.lightning.batch_ramp import BatchRamp
         from nemo_lite.llm.tokenizer import get_tokenizer
 
-        if rampup_batch_size is not None:
-            raise NotImplementedError("rampup_batch_size is not supported yet: leave it None.")
+        self.batch_ramp = BatchRamp.parse(rampup_batch_size, global_batch_size)
+        self.rampup_batch_size = None if rampup_batch_size is None else list(rampup_batch_size)
         self.seq_length = seq_length
         self.tokenizer = get_tokenizer(tokenizer or "byte")  # a path or "byte" too
         self.micro_batch_size = micro_batch_size
@@ -49,6 +51,9 @@ class ResumableDataMixin:
         if global_step is None:
             trainer = getattr(self, "trainer", None)
             global_step = trainer.global_step if trainer is not None else self.init_global_step
+        if self.batch_ramp is not None:  # each step's global batch follows the ramp
+            return self.batch_ramp.consumed_after(global_step, self.init_global_step,
+                                                  self.init_consumed_samples)
         return self.init_consumed_samples + (global_step - self.init_global_step) * self.global_batch_size
 
     def state_dict(self) -> dict[str, Any]:
@@ -74,7 +79,8 @@ class ResumableDataMixin:
         sampler: Any = MegatronPretrainingBatchSampler(
             total_samples=len(dataset), consumed_samples=consumed,
             micro_batch_size=self.micro_batch_size, global_batch_size=self.global_batch_size,
-            data_parallel_rank=rank, data_parallel_size=size, drop_last=training)
+            data_parallel_rank=rank, data_parallel_size=size, drop_last=training,
+            ramp=self.batch_ramp if training else None)
         if training:
             sampler = UnsizedBatches(sampler)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,

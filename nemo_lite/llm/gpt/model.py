@@ -70,7 +70,9 @@ class GPTModel(pl.LightningModule, IOMixin):
     # Lightning entry points. Each runs a whole global batch through Megatron's schedule;
     # taking `dataloader_iter` lets the schedule pull its micro-batches itself.
     def training_step(self, dataloader_iter: Iterator[Any]) -> torch.Tensor:
-        loss = self.trainer.strategy.megatron_step(dataloader_iter, forward_only=False)
+        loss = self.trainer.strategy.megatron_step(
+            dataloader_iter, forward_only=False,
+            consumed_samples=self._consumed_samples(self.trainer.global_step))
         self.log("reduced_train_loss", loss, prog_bar=True, batch_size=1, sync_dist=False)
         # after this step: what checkpoint names carry (ModelCheckpoint runs after this)
         self.log("consumed_samples", float(self._consumed_samples(self.trainer.global_step + 1)),

@@ -27,6 +27,7 @@ class RunSummary:
     num_microbatches: int
     memory_per_rank_gib: float | None
     memory_lines: list[str] = field(default_factory=list)
+    batch_ramp: str | None = None  # BatchRamp.describe() when the global batch ramps up
 
     def lines(self) -> list[str]:
         per_rank = self.parameters_per_rank
@@ -39,6 +40,7 @@ class RunSummary:
             ("parameters", f"{self.total_parameters:,} in total; per rank: {shown}"),
             ("batch", f"global {self.global_batch_size}, micro {self.micro_batch_size}, "
                       f"{self.num_microbatches} micro-batches per step and data-parallel rank"),
+            *([("batch ramp", self.batch_ramp)] if self.batch_ramp else []),
             ("precision", self.precision),
         ]
         if self.memory_per_rank_gib is not None:
@@ -110,4 +112,7 @@ def run_summary(trainer: Any, model: Any) -> RunSummary:
         parameters_per_rank=_gather(_local_parameters(model)),
         global_batch_size=strategy.global_batch_size, micro_batch_size=strategy.micro_batch_size,
         num_microbatches=strategy.num_microbatches, memory_per_rank_gib=memory,
-        memory_lines=lines)
+        memory_lines=lines,
+        batch_ramp=strategy.batch_ramp.describe(
+            strategy.micro_batch_size, dp)
+        if getattr(strategy, "batch_ramp", None) else None)

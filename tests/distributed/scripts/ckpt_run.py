@@ -10,7 +10,8 @@ SPEC.json: {"runs": [{"name": ..., "model": "gpt"|"moe", "tp": 1, "pp": 1, "ep":
             "watchdog_timeout": null, "val_every": null, "monitor": "step", "mode": "max",
             "vocab": 512, "precision": "32", "loss_scale": 2**32,
             "load_optimizer": true, "main_params_at_step": null,
-            "restore": null | PATH, "load_optim_state": false, "ckpt_options": {}}, ...]}
+            "restore": null | PATH, "load_optim_state": false, "ckpt_options": {},
+            "gbs": 8, "mbs": 2, "rampup": null | [start, increment, ramp_samples]}, ...]}
 Losses are appended (and fsynced) by global rank 0 as {"step": k, "loss": x} right after each
 step, so a run killed with SIGKILL keeps every loss it reached. With `main_params_at_step`, the
 fp32 main weights the optimizer holds are fingerprinted after that step (a saver) and at the
@@ -65,7 +66,10 @@ class LossLog(pl.Callback):
         if trainer.is_global_zero:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": trainer.global_step, "loss": float(outputs["loss"]),
-                                    "lr": trainer.optimizers[0].lr}) + "\n")
+                                    "lr": trainer.optimizers[0].lr,
+                                    "global_batch": trainer.strategy.step_global_batch_size,
+                                    "consumed": trainer.datamodule.consumed_samples(
+                                        trainer.global_step)}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         if trainer.global_step == self.pause_after_step:
@@ -194,7 +198,9 @@ def train(run: dict) -> None:
                                                 min_lr=3e-4),
     )
     model = llm.GPTModel(model_config(run), optim=optim)
-    data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=2)
+    data = llm.MockDataModule(seq_length=SEQ, global_batch_size=run.get("gbs", 8),
+                              micro_batch_size=run.get("mbs", 2),
+                              rampup_batch_size=run.get("rampup"))
     resume = None
     if run.get("resume") == "if_exists":
         resume = nl.AutoResume(resume_if_exists=True, resume_ignore_no_checkpoint=True)
