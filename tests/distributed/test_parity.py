@@ -27,6 +27,13 @@ REFERENCES = [
     {"name": "llama258", "model": "llama", "vocab": 258, "fresh": True},
 ]
 V258 = {"vocab": 258, "init": "gpt258"}
+FULL = {"recompute_granularity": "full", "recompute_num_layers": 1}
+RECOMPUTE = [  # (layout, label, TransformerConfig fields)
+    ("TP2", "full uniform", {**FULL, "recompute_method": "uniform"}),
+    ("TP2", "selective", {"recompute_granularity": "selective"}),
+    ("PP2", "full block", {**FULL, "recompute_method": "block"}),
+    ("PP2", "selective", {"recompute_granularity": "selective"}),
+]
 TWO_RANKS = [
     {"name": "DP2", "model": "gpt", "val_every": 2, "val_samples": 20},
     {"name": "TP2", "model": "gpt", "tp": 2},
@@ -50,6 +57,9 @@ TWO_RANKS = [
     {"name": "vocab258 TP2+SP", "model": "gpt", "tp": 2, "sp": True, **V258},
     {"name": "vocab258 PP2", "model": "gpt", "pp": 2, **V258},
     {"name": "vocab258 llama TP2 fresh", "model": "llama", "tp": 2, "fresh": True, "vocab": 258},
+    # activation recompute: megatron's full (uniform / block, N layers) and selective
+    *[{"name": f"{base} recompute {label}", "model": "gpt", base.lower()[:2]: 2, "config": config}
+      for base, label, config in RECOMPUTE],
 ]
 FOUR_RANKS = [
     {"name": "TP2+PP2", "model": "gpt", "tp": 2, "pp": 2},
@@ -128,3 +138,24 @@ def test_fp16_loss_scaling_skips_overflow_steps_then_trains(results):
     assert not updated[0], "a 2^14 initial loss scale must overflow first and be backed off"
     assert sum(updated) >= 5, updated
     assert losses[-1] < losses[0] - 0.2
+
+
+@pytest.mark.parametrize("base, label, config", RECOMPUTE, ids=[f"{b} {lab}" for b, lab, _ in RECOMPUTE])
+def test_recompute_gives_the_losses_of_no_recompute(results, base, label, config):
+    """Recompute runs the layers (full) or the core attention (selective) forward again in the
+    backward pass; the losses equal the same layout's without it (fp32, 1e-6). The forward calls
+    of rank 0's layers prove megatron did recompute: twice as many with full uniform (all 4
+    layers of TP2, 1 per unit), 1.5x with full block (1 of PP2's 2 layers per stage), and twice
+    the core attention calls with selective (megatron's default module, core_attn)."""
+    plain, recomputed = results[base], results[f"{base} recompute {label}"]
+    diff = max_relative_difference(recomputed["losses"], plain["losses"])
+    print(f"RECOMPUTE {base} {label:<13} max rel diff {diff:.2e} forward calls "
+          f"{recomputed['forward_calls']} vs {plain['forward_calls']}")
+    assert diff <= 1e-6, (recomputed["losses"], plain["losses"])
+    calls, base_calls = recomputed["forward_calls"], plain["forward_calls"]
+    if label == "selective":
+        assert calls == {"layer": base_calls["layer"],
+                         "core_attention": 2 * base_calls["core_attention"]}, (calls, base_calls)
+    else:
+        ratio = 2 if label == "full uniform" else 1.5
+        assert calls == {k: ratio * v for k, v in base_calls.items()}, (calls, base_calls)

@@ -3,8 +3,10 @@
 An estimate for planning (does this layout fit?), not a measurement: it counts the bytes
 megatron allocates per parameter on the most loaded rank (the first pipeline stage, which also
 holds the embedding) and the activations 1F1B keeps in flight there, from the formulas of
-Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models" (2022).
-Framework buffers, fragmentation and the CUDA context are not included.
+Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models" (2022),
+with the config's activation recompute: selective (core_attn) drops the attention scores; full
+keeps each recomputed layer's input only, plus one recompute unit's activations during its
+backward pass. Framework buffers, fragmentation and the CUDA context are not included.
 """
 
 from __future__ import annotations
@@ -95,13 +97,27 @@ def estimate_memory(
     h, a = config.hidden_size, config.num_attention_heads
     act_bytes = 2 if half else 4
     # 34 sbh: the layer's stored inputs (split by TP only under sequence parallelism);
-    # 5 a s^2 b / t: attention scores and softmax, which flash attention never stores
-    scores = 0 if flash_attention else 5 * a * seq / (h * tp)
-    per_layer = seq * micro_batch_size * h * (34 / (tp if sequence_parallel else 1) + scores)
+    # 5 a s^2 b / t: attention scores and softmax, which flash attention never stores and
+    # selective recompute (megatron's default module, core_attn) recomputes instead
+    recompute = getattr(config, "recompute_granularity", None)
+    selective = recompute == "selective" and "core_attn" in (
+        getattr(config, "recompute_modules", None) or ["core_attn"])
+    scores = 0 if flash_attention or selective else 5 * a * seq / (h * tp)
+    split = tp if sequence_parallel else 1
+    per_layer = seq * micro_batch_size * h * (34 / split + scores)
     per_layer *= act_bytes / 2  # the paper's formula is for 16-bit activations
     in_flight = min(pp, num_microbatches)  # 1F1B: the first stage holds up to PP micro-batches
     if vpp:
         in_flight = min(num_microbatches, pp + (pp - 1) / vpp)  # interleaved schedule's extra warm-up
     activations = per_layer * stage_layers * in_flight
+    if recompute == "full":  # a recomputed layer keeps only its input (sbh values) per micro-batch
+        layer_input = seq * micro_batch_size * h / split * act_bytes
+        n = min(getattr(config, "recompute_num_layers", None) or 1, stage_layers)
+        if getattr(config, "recompute_method", None) == "uniform":  # every layer, n per unit
+            stored = math.ceil(stage_layers / n) * layer_input
+        else:  # block: the first n layers of the stage
+            stored = n * layer_input + (stage_layers - n) * per_layer
+        # plus one unit's full activations while the backward pass recomputes it
+        activations = stored * in_flight + n * per_layer
     return MemoryEstimate(params, params * weight_bytes, params * grad_bytes,
                           params * optim_bytes, activations)

@@ -4,7 +4,8 @@ Usage: torchrun --nproc-per-node N parity_run.py SPEC.json OUT.json
 SPEC.json: {"init_dir": str, "runs": [{"name": ..., "model": "gpt"|"llama"|"moe",
             "tp": 1, "pp": 1, "vpp": null, "cp": 1, "sp": false, "ep": 1,
             "dist_opt": false, "precision": "32", "steps": 5, "save_init": false,
-            "vocab": 512, "fresh": false, "init": null, "attention": "auto"}, ...]}
+            "vocab": 512, "fresh": false, "init": null, "attention": "auto",
+            "config": {TransformerConfig field: value}}, ...]}
 A run with save_init writes its initial weights to init_dir/<init or model>; the others start
 from them, except `fresh` runs, which initialise from the seed (the same weights at every TP).
 `vocab`: the vocabulary size (258 = the byte tokenizer's, padded per TP by megatron's rule).
@@ -28,14 +29,14 @@ VOCAB = 512  # divisible by 128 x TP for TP <= 4: the same padded vocab in every
 
 
 def model_config(kind: str, dispatcher: str = "alltoall", vocab: int = VOCAB,
-                 attention: str = "auto"):
+                 attention: str = "auto", extra: dict | None = None):
     """`attention`: megatron's attention_backend ("flash": torch SDPA kernels; "auto": the
-    explicit score arithmetic on CPU)."""
+    explicit score arithmetic on CPU); `extra`: more TransformerConfig fields (recompute)."""
     from megatron.core.transformer.enums import AttnBackend
 
     common = dict(num_layers=4, hidden_size=64, num_attention_heads=4, seq_length=SEQ,
                   vocab_size=vocab, hidden_dropout=0.0, attention_dropout=0.0,
-                  attention_backend=AttnBackend[attention])
+                  attention_backend=AttnBackend[attention], **(extra or {}))
     if kind == "gpt":
         return llm.GPTConfig(**common)
     if kind == "llama":
@@ -53,6 +54,16 @@ class Recorder(pl.Callback):
         self.losses, self.grad_norms, self.updated, self.val_losses = [], [], [], []
 
     def on_train_start(self, trainer, pl_module) -> None:
+        # forward calls of this rank's transformer layers and core attentions: recompute runs
+        # them again in the backward pass (a setting megatron ignored would not)
+        self.calls = {"layer": 0, "core_attention": 0}
+        for chunk in trainer.strategy.megatron_parallel:
+            for name, module in chunk.named_modules():
+                kind = ("core_attention" if name.endswith("core_attention") else
+                        "layer" if type(module).__name__ == "TransformerLayer" else None)
+                if kind:
+                    module.register_forward_hook(
+                        lambda *_, kind=kind: self.calls.__setitem__(kind, self.calls[kind] + 1))
         if self.run.get("save_init"):
             trainer.strategy.save_weights(os.path.join(self.init_dir, init_name(self.run)))
 
@@ -98,13 +109,14 @@ def train(run: dict, init_dir: str) -> dict:
         lr=run.get("lr", 3e-3), optimizer="adam", clip_grad=1.0, weight_decay=0.01,
         use_distributed_optimizer=run.get("dist_opt", False)))
     config = model_config(run["model"], run.get("dispatcher", "alltoall"), run.get("vocab", VOCAB),
-                          run.get("attention", "auto"))
+                          run.get("attention", "auto"), run.get("config", {}))
     model = llm.GPTModel(config, optim=optim)
     data = llm.MockDataModule(seq_length=SEQ, global_batch_size=8, micro_batch_size=2,
                               num_val_samples=run.get("val_samples", 16))
     trainer.fit(model, data)
     return {"losses": recorder.losses, "grad_norms": recorder.grad_norms,
-            "updated": recorder.updated, "val_losses": recorder.val_losses}
+            "updated": recorder.updated, "val_losses": recorder.val_losses,
+            "forward_calls": recorder.calls}
 
 
 def main() -> None:
