@@ -79,6 +79,9 @@ BAD_INPUTS = {
     "ramp that does not split": (["--factory", "tiny_gpt", "data.rampup_batch_size=[2,3,16]"],
                                  "reaches a global batch of 5, which micro_batch_size (2) x data "
                                  "parallel size (1) = 2 does not divide"),
+    "recompute megatron rejects": (["--factory", "tiny_gpt",
+                                    "model.config.recompute_granularity=full"],
+                                   'recompute_method must be "block" or "uniform"'),
     "executor world size": (["--factory", "tiny_gpt", "run.executor=local"],
                             "the executor starts 1 processes"),
     "override under a None field": (["--factory", "tiny_gpt", "resume.restore_config.path=/x"],
