@@ -54,18 +54,23 @@ class Recorder(pl.Callback):
         self.losses, self.grad_norms, self.updated, self.val_losses = [], [], [], []
 
     def on_train_start(self, trainer, pl_module) -> None:
-        # forward calls of this rank's transformer layers and core attentions: recompute runs
-        # them again in the backward pass (a setting megatron ignored would not)
+        # training forward calls of this rank's transformer layers and core attentions:
+        # recompute runs them again in the backward pass (a setting megatron ignored would not)
         self.calls = {"layer": 0, "core_attention": 0}
         for chunk in trainer.strategy.megatron_parallel:
             for name, module in chunk.named_modules():
                 kind = ("core_attention" if name.endswith("core_attention") else
                         "layer" if type(module).__name__ == "TransformerLayer" else None)
                 if kind:
-                    module.register_forward_hook(
-                        lambda *_, kind=kind: self.calls.__setitem__(kind, self.calls[kind] + 1))
+                    module.register_forward_hook(self._counter(kind))
         if self.run.get("save_init"):
             trainer.strategy.save_weights(os.path.join(self.init_dir, init_name(self.run)))
+
+    def _counter(self, kind: str):
+        def count(module, *_) -> None:
+            if module.training:  # not validation
+                self.calls[kind] += 1
+        return count
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
