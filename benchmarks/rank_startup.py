@@ -55,7 +55,7 @@ def main() -> None:
     cases = {"import": ("with shim", "without"), "queue": ("fork", "spawn")}
     times: dict[str, list[float]] = {c: [] for pair in cases.values() for c in pair}
     with tempfile.TemporaryDirectory() as work:
-        scripts = {"import": Path(work, "imp.py"), "queue": Path(work, "queue.py")}
+        scripts = {"import": Path(work, "import_probe.py"), "queue": Path(work, "queue_probe.py")}
         scripts["import"].write_text(IMPORT)
         scripts["queue"].write_text(QUEUE)
         seconds(scripts["import"], "with shim")  # warm the file cache once
