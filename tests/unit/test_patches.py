@@ -58,3 +58,36 @@ print(sys.argv[1], "transformers" in sys.modules, float(mean.compute()), round(s
         out[name] = (loaded, float(mean), float(seconds))
     print(out)
     assert out["shim"][:2] == ("False", 2.0) and out["plain"][:2] == ("True", 2.0), out
+
+
+def test_the_checkpoint_results_manager_dies_with_its_rank():
+    """CHECKPOINT_RESULTS_QUEUE_FORKED: megatron's results queue works, and its manager process
+    is SIGKILLed when the process that started it dies by SIGKILL (no finalizer runs then)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = """
+import os, signal
+import psutil
+from nemo_lite.lightning.writer_queue import CHECKPOINT_RESULTS_QUEUE_FORKED
+CHECKPOINT_RESULTS_QUEUE_FORKED.install()
+from megatron.core.dist_checkpointing.strategies import filesystem_async as fa
+getter = getattr(fa, "_get_write_results_queue", None) or fa.get_write_results_queue
+queue = getter()
+queue.put("written")
+assert queue.get() == "written" and getter() is queue
+print(" ".join(str(c.pid) for c in psutil.Process().children(recursive=True)), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    children = [int(pid) for pid in proc.stdout.split()]
+    assert proc.returncode == -9 and children, (proc.returncode, proc.stderr[-2000:])
+    deadline = time.monotonic() + 10
+    while alive := [p for p in children if psutil.pid_exists(p)
+                    and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]:
+        assert time.monotonic() < deadline, f"the manager outlived its rank: {alive}"
+        time.sleep(0.1)
