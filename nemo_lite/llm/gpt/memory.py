@@ -96,28 +96,35 @@ def estimate_memory(
     seq = (seq_length or config.seq_length) / cp
     h, a = config.hidden_size, config.num_attention_heads
     act_bytes = 2 if half else 4
-    # 34 sbh: the layer's stored inputs (split by TP only under sequence parallelism);
-    # 5 a s^2 b / t: attention scores and softmax, which flash attention never stores and
-    # selective recompute (megatron's default module, core_attn) recomputes instead
+    # 34 sbh: what a layer stores besides the attention scores (split by TP only under
+    # sequence parallelism; the paper's bytes are for 16-bit activations); the scores, a s^2 b /
+    # t values: the softmax output, and with attention dropout its mask (1 byte) and output.
+    # Flash attention stores none; selective recompute (megatron's default module, core_attn)
+    # recomputes them, one layer's at a time in the backward pass.
     recompute = getattr(config, "recompute_granularity", None)
     selective = recompute == "selective" and "core_attn" in (
         getattr(config, "recompute_modules", None) or ["core_attn"])
-    scores = 0 if flash_attention or selective else 5 * a * seq / (h * tp)
     split = tp if sequence_parallel else 1
-    per_layer = seq * micro_batch_size * h * (34 / split + scores)
-    per_layer *= act_bytes / 2  # the paper's formula is for 16-bit activations
+    base = seq * micro_batch_size * h * 34 / split * act_bytes / 2
+    score_bytes = act_bytes + (1 + act_bytes if getattr(config, "attention_dropout", 0) else 0)
+    scores = 0 if flash_attention else a * seq * seq * micro_batch_size / tp * score_bytes
+    per_layer = base + scores
     in_flight = min(pp, num_microbatches)  # 1F1B: the first stage holds up to PP micro-batches
     if vpp:
         in_flight = min(num_microbatches, pp + (pp - 1) / vpp)  # interleaved schedule's extra warm-up
-    activations = per_layer * stage_layers * in_flight
-    if recompute == "full":  # a recomputed layer keeps only its input (sbh values) per micro-batch
+    # peak = what the forward passes keep, plus what the backward pass recomputes at its peak
+    if recompute == "full":  # a recomputed layer keeps only its input (sbh values)
         layer_input = seq * micro_batch_size * h / split * act_bytes
         n = min(getattr(config, "recompute_num_layers", None) or 1, stage_layers)
         if getattr(config, "recompute_method", None) == "uniform":  # every layer, n per unit
-            stored = math.ceil(stage_layers / n) * layer_input
-        else:  # block: the first n layers of the stage
-            stored = n * layer_input + (stage_layers - n) * per_layer
-        # plus one unit's full activations while the backward pass recomputes it
-        activations = stored * in_flight + n * per_layer
+            stored = math.ceil(stage_layers / n) * layer_input * in_flight
+            activations = stored + n * per_layer
+        else:  # block: the first n layers of the stage, recomputed after the others are freed
+            stored = (n * layer_input + (stage_layers - n) * per_layer) * in_flight
+            activations = max(stored, stored - (stage_layers - n) * per_layer + n * per_layer)
+    elif selective:
+        activations = base * stage_layers * in_flight + scores
+    else:
+        activations = per_layer * stage_layers * in_flight
     return MemoryEstimate(params, params * weight_bytes, params * grad_bytes,
                           params * optim_bytes, activations)
