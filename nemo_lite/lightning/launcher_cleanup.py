@@ -15,6 +15,7 @@ import ctypes
 import importlib
 from typing import Any
 
+from nemo_lite.lightning.process_tree import kill_descendants
 from nemo_lite.lightning.shims import Shim
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
@@ -27,13 +28,7 @@ def _observer() -> Any:
 
 def _kills_the_tree_first(original: Any) -> Any:
     def terminate_all(self: Any) -> None:
-        import psutil
-
-        for process in psutil.Process(self._main_pid).children(recursive=True):
-            try:
-                process.kill()
-            except psutil.Error:
-                pass
+        kill_descendants(self._main_pid)
         original(self)
 
     terminate_all.__nemo_lite_shim__ = True  # type: ignore[attr-defined]

@@ -48,7 +48,7 @@ from typing import Any, Optional
 from lightning.pytorch.callbacks import Callback
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.process_tree import kill_own_children
+from nemo_lite.lightning.process_tree import kill_descendants
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -109,7 +109,7 @@ class PreemptionCallback(Callback, IOMixin):
         print(f"nemo_lite: {signal.Signals(signum).name} {self.grace_s:.0f} s ago and this rank "
               "has not finished its checkpoint: exiting now; the newest complete checkpoint "
               f"stands (exit code {PREEMPTED_EXIT_CODE}).", file=sys.stderr, flush=True)
-        kill_own_children()
+        kill_descendants()
         os._exit(PREEMPTED_EXIT_CODE)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,

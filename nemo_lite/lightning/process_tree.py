@@ -12,12 +12,13 @@ SIGKILLs the process's whole subtree.
 from __future__ import annotations
 
 
-def kill_own_children() -> int:
-    """SIGKILL every descendant of this process; returns how many were signalled."""
+def kill_descendants(pid: int | None = None) -> int:
+    """SIGKILL every descendant of process `pid` (default: this one); returns how many were
+    signalled."""
     import psutil
 
     killed = 0
-    for process in psutil.Process().children(recursive=True):
+    for process in psutil.Process(pid).children(recursive=True):
         try:
             process.kill()  # psutil: NoSuchProcess if the pid now names another process
             killed += 1

@@ -36,7 +36,7 @@ from typing import Any, Optional
 from lightning.pytorch.callbacks import Callback
 
 from nemo_lite.io.capture import IOMixin
-from nemo_lite.lightning.process_tree import kill_own_children
+from nemo_lite.lightning.process_tree import kill_descendants
 
 HUNG_EXIT_CODE = 124  # as `timeout` exits
 
@@ -227,4 +227,4 @@ def _kill_tree(seen: dict[int, Any], ranks: dict[int, tuple[int, str, list[int]]
             process.kill()  # psutil: NoSuchProcess if the pid now names another process
         except psutil.Error:
             pass
-    kill_own_children()
+    kill_descendants()
