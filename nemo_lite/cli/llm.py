@@ -77,11 +77,15 @@ class LazyModel:
 
 def register() -> None:
     from nemo_lite.llm.hf import convert, export
+    from nemo_lite.llm.peft import hf_adapter, merged_checkpoint
     from recipes import list_recipes
 
     for name, fn in (("import", convert.import_ckpt), ("export", export.export_ckpt)):
         if getattr(fn, "cli_entrypoint", None) is None:  # NeMo 2.0's `nemo llm import/export`
             run.cli.entrypoint(name=name, namespace="llm", run_ctx_cls=LiteRunContext)(fn)
+    for name, fn in (("merge", merged_checkpoint.merge_lora), ("export", hf_adapter.export_lora)):
+        if getattr(fn, "cli_entrypoint", None) is None:  # `nemo llm peft merge | export`
+            run.cli.entrypoint(name=name, namespace="llm.peft", run_ctx_cls=LiteRunContext)(fn)
     if getattr(generate.generate, "cli_entrypoint", None) is None:  # `nemo llm generate`
         run.cli.entrypoint(name="generate", namespace="llm", run_ctx_cls=LiteRunContext,
                            default_factory=generate.generate_defaults)(generate.generate)

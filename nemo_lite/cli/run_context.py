@@ -20,6 +20,9 @@ from typing import Any
 import typer
 from nemo_run.cli.api import RunContext
 
+from nemo_lite.cli.peft import ENTRYPOINTS as PEFT_ENTRYPOINTS
+from nemo_lite.cli.peft import check_peft_task, flags_to_overrides
+
 EXIT_BAD_INPUT = 2
 
 
@@ -94,6 +97,8 @@ class LiteRunContext(RunContext):
             if self.yaml is not None:
                 task = self._task_from_file(fn, args)
             else:
+                if getattr(fn, "__name__", "") in PEFT_ENTRYPOINTS:  # --path X --output DIR
+                    args = flags_to_overrides(args)
                 task = super().parse_fn(fn, args, **default_kwargs)
         except Exception as error:
             from nemo_run.cli.cli_parser import CLIException
@@ -114,6 +119,11 @@ class LiteRunContext(RunContext):
 
             check = check_generate if fn.__name__ == "generate" else check_evaluate
             lines = check(dict(task.__arguments__))
+            if self.dryrun:
+                print("\n".join([f"nemo_lite {fn.__name__} plan:", *("  " + x for x in lines)]))
+            return task
+        if getattr(fn, "__name__", "") in PEFT_ENTRYPOINTS:
+            lines = check_peft_task(task)
             if self.dryrun:
                 print("\n".join([f"nemo_lite {fn.__name__} plan:", *("  " + x for x in lines)]))
             return task

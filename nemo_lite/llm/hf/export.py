@@ -9,23 +9,15 @@ CRC32s are verified in a thread while its weights are read (a problem found is t
 are written as they fill (`max_shard_bytes`), into a temporary directory renamed at the end.
 """
 
-import contextlib
 import json
 import shutil
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
-from nemo_lite.lightning.checkpoint_dir import CheckpointError
-from nemo_lite.llm.hf.convert import (
-    TOKENIZER_DIR,
-    TOKENIZER_FILES,
-    build_without_init,
-    single_rank,
-)
+from nemo_lite.llm.hf.convert import TOKENIZER_DIR, TOKENIZER_FILES, single_rank
 from nemo_lite.llm.hf.families import architecture_of, family_for
 from nemo_lite.llm.hf.source import HFCheckpointError
+from nemo_lite.llm.peft.saved import checked_meanwhile, load_merged
 
 DTYPE_NAMES = {"torch.float32": "float32", "torch.float16": "float16",
                "torch.bfloat16": "bfloat16"}
@@ -60,8 +52,8 @@ def export_ckpt(path: str, target: str = "hf", output_path: Optional[str] = None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with single_rank():
-        with _checked_meanwhile(ckpt):
-            chunk = _load_merged(ckpt, config)
+        with checked_meanwhile(ckpt, HFCheckpointError):
+            chunk = load_merged(ckpt, config, HFCheckpointError)
         params = dict(chunk.named_parameters())
         writer = _ShardWriter(tmp, max_shard_bytes)
         experts = getattr(config, "num_moe_experts", 0) or 0
@@ -102,48 +94,6 @@ def _tokenizer_dir(ckpt: Path) -> Optional[Path]:
         return None
     path = Path(getattr(tokenizer, "path", "") or "")
     return path if (path / "tokenizer.json").is_file() else None
-
-
-@contextlib.contextmanager
-def _checked_meanwhile(ckpt: Path) -> Iterator[None]:
-    """Verify `ckpt` (files, sizes, CRC32s) in a thread while the body reads it; a problem it
-    finds is the error, whatever the body raised. Nothing is written before this returns."""
-    from nemo_lite.lightning.checkpoint_io import checkpoint_problem
-
-    with ThreadPoolExecutor(1, thread_name_prefix="ckpt-verify") as pool:
-        check = pool.submit(checkpoint_problem, ckpt, True)
-        try:
-            yield
-        finally:
-            problem, _ = check.result()
-            if problem:
-                raise HFCheckpointError(problem) from None
-
-
-def _load_merged(ckpt: Path, config: Any) -> Any:
-    """The checkpoint's model at TP = PP = 1 with every adapter folded into its base weights.
-
-    A fine-tuning checkpoint records its model transform (LoRA) in its context: the model is
-    built with it, so the adapter weights have somewhere to load (`load_saved_model` takes a
-    trainable-only checkpoint's frozen base from the checkpoint its manifest names)."""
-    from nemo_lite.io import load_context
-    from nemo_lite.io.errors import ContextError
-    from nemo_lite.lightning.saved_model import load_saved_model
-
-    chunk = build_without_init(config)
-    try:
-        transform = load_context(ckpt, subpath="model.model_transform")
-    except ContextError:
-        transform = None
-    if transform is not None:
-        transform([chunk])
-    try:
-        load_saved_model([chunk], ckpt, inspected=True)
-    except CheckpointError as error:
-        raise HFCheckpointError(str(error)) from None
-    if transform is not None and hasattr(transform, "merge"):
-        transform.merge([chunk])
-    return chunk
 
 
 class _ShardWriter:

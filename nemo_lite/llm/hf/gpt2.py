@@ -15,6 +15,7 @@ import torch
 from nemo_lite.llm.hf.rules import Rule, qkv_merge, qkv_split, transpose_merge, transpose_split
 
 ARCHITECTURES = ("GPT2LMHeadModel",)
+CONV1D = True  # linears stored [in, out] (PEFT: fan_in_fan_out)
 LAYER = "transformer.h.{i}."
 ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "erf"}
 

@@ -1,4 +1,5 @@
-"""Parameter-efficient fine-tuning (NeMo 2.0's `llm.peft`): `LoRA`, `merge`.
+"""Parameter-efficient fine-tuning (NeMo 2.0's `llm.peft`): `LoRA`, `merge` (in memory),
+`merge_lora` (checkpoint -> full checkpoint), `export_lora` (adapters -> Hugging Face PEFT).
 
 Names load on first use: `import nemo_lite.llm.peft` imports neither torch nor megatron.
 """
@@ -13,6 +14,9 @@ _EXPORTS = {
     "LoRA": "nemo_lite.llm.peft.lora",
     "merge": "nemo_lite.llm.peft.lora",
     "LoRAConfigError": "nemo_lite.llm.peft.lora",
+    "merge_lora": "nemo_lite.llm.peft.merged_checkpoint",
+    "export_lora": "nemo_lite.llm.peft.hf_adapter",
+    "PEFTCheckpointError": "nemo_lite.llm.peft.saved",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,141 @@
+"""`llm.peft.export_lora` / `nemo llm peft export --path LORA_CKPT --output DIR` (NeMo 2.0's
+`llm.peft.export_lora`): a LoRA checkpoint's adapters in Hugging Face PEFT's format.
+
+It writes `adapter_model.safetensors` + `adapter_config.json`, which
+`peft.PeftModel.from_pretrained(base, DIR)` loads onto the Hugging Face model that
+`export_ckpt` makes of the base checkpoint. Each megatron adapter becomes one PEFT LoRA per
+Hugging Face linear, through the family's own conversion rule of the adapted weight:
+
+    delta W = scale * B @ A, and every rule's split acts on the rows of W alone
+    (QKV regrouping, [gate; up] halves, GPT-2's transpose), so the split of B gives each
+    Hugging Face linear its B, and every part shares A: q_proj = (A, B_q), k_proj = (A, B_k), ...
+
+GPT-2's Conv1D linears are stored [in, out]; PEFT keeps their A and B in the nn.Linear
+orientation (`fan_in_fan_out=True`), so the transposed parts are turned back. Adapters on MoE
+experts are refused: transformers keeps Mixtral's experts as fused tensors, not linears PEFT
+can wrap (merge them instead: `nemo llm peft merge`, then `nemo llm export`).
+"""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from nemo_lite.llm.peft.saved import (
+    PEFTCheckpointError,
+    check_lora_checkpoint,
+    check_output,
+    checked_meanwhile,
+    load_adapted,
+)
+
+PEFT_PREFIX = "base_model.model."
+WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = "adapter_config.json"
+
+
+def _family(ckpt: Path, manifest: dict, config: Any) -> tuple[Any, str]:
+    """(family module, architecture) of the checkpoint's Hugging Face counterpart."""
+    from nemo_lite.lightning.checkpoint_dir import read_manifest
+    from nemo_lite.llm.hf.families import architecture_of, family_for
+    from nemo_lite.llm.hf.source import HFCheckpointError
+
+    base = read_manifest(manifest.get("base_weights") or "") or {}
+    try:
+        architecture = (manifest.get("architecture") or base.get("architecture")
+                        or architecture_of(config))
+        family = family_for(architecture)
+        if hasattr(family, "check_exportable"):
+            family.check_exportable(config)
+    except (HFCheckpointError, ValueError) as error:
+        raise PEFTCheckpointError(f"export_lora: {ckpt}'s base model has no Hugging Face "
+                                  f"form: {error}") from None
+    return family, architecture
+
+
+def check_export(path: Any, output_path: Any, overwrite: bool = False) -> list[str]:
+    """What `export_lora` will do, checked without writing: the lines `--dryrun` prints."""
+    from nemo_lite.io import load_context
+
+    ckpt, manifest, transform = check_lora_checkpoint(path, "export_lora")
+    out = check_output(output_path, overwrite, "export_lora")
+    config = load_context(ckpt, subpath="model.config")
+    _, architecture = _family(ckpt, manifest, config)
+    return [f"checkpoint: {ckpt} (step {manifest.get('step')}, {type(transform).__name__} "
+            f"dim {transform.dim}, alpha {transform.alpha})",
+            f"base: {architecture} ({_base_source(manifest) or 'no Hugging Face source'})",
+            f"output: {out} ({WEIGHTS_NAME} + {CONFIG_NAME})"]
+
+
+def export_lora(path: str = "", output_path: Optional[str] = None,
+                overwrite: bool = False) -> Path:
+    """Write LoRA checkpoint `path`'s adapters under `output_path` in PEFT's format; its path."""
+    import torch
+    from safetensors.torch import save_file
+
+    from nemo_lite.io import load_context
+    from nemo_lite.llm.hf.convert import single_rank
+    from nemo_lite.llm.peft.lora_layers import LoRALinear
+
+    check_export(path, output_path, overwrite)
+    ckpt, manifest, transform = check_lora_checkpoint(path, "export_lora")
+    out = Path(str(output_path))
+    config = load_context(ckpt, subpath="model.config")
+    family, _ = _family(ckpt, manifest, config)
+    rules = {name: (rule, hf_names) for rule in family.rules(config)
+             for name, hf_names in rule.expand(config.num_layers)}
+    conv1d = bool(getattr(family, "CONV1D", False))
+    tensors: dict[str, torch.Tensor] = {}
+    modules: list[str] = []
+    with single_rank():
+        with checked_meanwhile(ckpt):
+            chunk = load_adapted(ckpt, config, transform)
+        for name, wrapper in chunk.named_modules():
+            if not isinstance(wrapper, LoRALinear):
+                continue
+            if getattr(wrapper.to_wrap, "is_expert", False):
+                raise PEFTCheckpointError(
+                    f"export_lora: {ckpt} has adapters on MoE experts ({name}), which "
+                    "transformers keeps as fused tensors PEFT cannot wrap: merge instead (nemo "
+                    "llm peft merge, then nemo llm export), or fine-tune with target_modules "
+                    "that leave the experts out.")
+            rule, hf_names = rules[f"{name}.weight"]
+            a = wrapper.adapter.linear_in.weight.detach().float()
+            b = wrapper.adapter.linear_out.weight.detach().float()
+            parts = rule.split(b, config) if rule.split else (b,)
+            for hf_name, part in zip(hf_names, parts, strict=True):
+                module = hf_name.removesuffix(".weight")
+                modules.append(module)
+                dtype = wrapper.to_wrap.weight.dtype
+                tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = a.to(dtype).clone()
+                tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = (
+                    part.t() if conv1d else part).to(dtype).contiguous()
+    tmp = out.with_name(out.name + ".incomplete")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    (tmp / CONFIG_NAME).write_text(json.dumps(
+        adapter_config(transform, sorted(modules), conv1d, _base_source(manifest)), indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def adapter_config(transform: Any, modules: list[str], conv1d: bool,
+                   base: Optional[str]) -> dict[str, Any]:
+    """PEFT's LoraConfig of these adapters: the exact module names, PEFT's scale alpha / r."""
+    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base,
+            "r": transform.dim, "lora_alpha": transform.alpha,
+            "lora_dropout": transform.dropout, "target_modules": modules, "bias": "none",
+            "fan_in_fan_out": conv1d, "use_rslora": False, "use_dora": False,
+            "inference_mode": True, "init_lora_weights": True, "modules_to_save": None}
+
+
+def _base_source(manifest: dict) -> Optional[str]:
+    """The Hugging Face directory the base checkpoint was imported from, if it was."""
+    from nemo_lite.lightning.checkpoint_dir import read_manifest
+
+    base = read_manifest(manifest.get("base_weights") or "") or {}
+    return base.get("source") or manifest.get("source")
+
