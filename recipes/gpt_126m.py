@@ -42,11 +42,15 @@ def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes:
 
 
 def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes: int = 1,
-                    num_gpus_per_node: int = 8, checkpoint: Optional[str] = None) -> run.Partial:
-    """Full fine-tuning from the weights of `checkpoint`: LR 1e-5, 1000 steps of 128 x 2048.
+                    num_gpus_per_node: int = 8, checkpoint: Optional[str] = None,
+                    peft_scheme: Optional[str] = "lora") -> run.Partial:
+    """Fine-tuning from the weights of `checkpoint`, 1000 steps of 128 x 2048 tokens.
+    `peft_scheme="lora"` (NeMo's default) or "dora": adapters (dim 8, alpha 16) on a frozen
+    base, LR 1e-4; None: full fine-tuning, LR 1e-5.
 
     Data is MockDataModule; give real SFT data with `data=llm.FineTuningDataModule(...)` (or
     `data=finetuning_data` on the command line). The model
     keeps seq_length 2048 (its learned position table must match the checkpoint).
     """
-    return gpu.finetune(SPEC, name, dir, num_nodes, num_gpus_per_node, checkpoint)
+    return gpu.finetune(SPEC, name, dir, num_nodes, num_gpus_per_node, checkpoint,
+                        peft_scheme)

@@ -42,6 +42,7 @@ class GpuRecipe:
     pretrain_optim: dict[str, Any] = field(default_factory=lambda: {"lr": 3e-4})
     finetune_micro: int = 1
     finetune_optim: dict[str, Any] = field(default_factory=dict)
+    lora: Optional[Layout] = None  # the LoRA / DoRA fine-tuning layout (None: `finetune`'s)
 
 
 def model(spec: GpuRecipe) -> run.Config:
@@ -78,18 +79,45 @@ def pretrain(spec: GpuRecipe, name: str, dir: Optional[str], num_nodes: int,
     )
 
 
+PEFT_SCHEMES = {"lora": "LoRA", "dora": "DoRA"}  # NeMo's peft_scheme names -> llm.peft classes
+PEFT_LR = 1e-4  # NeMo's LoRA / DoRA fine-tuning LR
+
+
+def peft_config(peft_scheme: Optional[str]) -> Optional[run.Config]:
+    """`peft_scheme` ("lora", "dora", None / "none": full fine-tuning) as NeMo's adapter config:
+    dim 8, alpha 16 on the attention and MLP linears (MoE experts included)."""
+    if peft_scheme is None or str(peft_scheme).lower() == "none":
+        return None
+    cls = PEFT_SCHEMES.get(str(peft_scheme).lower())
+    if cls is None:
+        raise ValueError(f"peft_scheme={peft_scheme!r}: use 'lora', 'dora' or None (full "
+                         "fine-tuning).")
+    from nemo_lite.llm import peft
+
+    return run.Config(getattr(peft, cls), dim=8, alpha=16)
+
+
 def finetune(spec: GpuRecipe, name: str, dir: Optional[str], num_nodes: int,
-             num_gpus_per_node: int, checkpoint: Optional[str]) -> run.Partial:
-    """Full fine-tuning from `checkpoint`'s weights: 1000 steps of 128 x 2048 tokens, validation
-    every 100 steps, MockDataModule unless `data=` is given."""
+             num_gpus_per_node: int, checkpoint: Optional[str],
+             peft_scheme: Optional[str] = "lora") -> run.Partial:
+    """Fine-tuning from `checkpoint`'s weights: 1000 steps of 128 x 2048 tokens, validation
+    every 100 steps, MockDataModule unless `data=` is given. `peft_scheme` "lora" / "dora"
+    (NeMo's default is LoRA): adapters only, LR 1e-4, in the recipe's LoRA layout; None: full
+    fine-tuning in its fine-tuning layout."""
+    peft = peft_config(peft_scheme)
+    layout = spec.finetune if peft is None else (spec.lora or spec.finetune)
+    optim_args = dict(spec.finetune_optim)
+    if peft is not None:
+        optim_args["lr"] = PEFT_LR
     return run.Partial(
         llm.finetune,
         model=model(spec),
-        trainer=trainer(spec.finetune, num_nodes, num_gpus_per_node, 1000,
+        trainer=trainer(layout, num_nodes, num_gpus_per_node, 1000,
                         val_check_interval=100, limit_val_batches=8),
         data=mock_data(seq_length=2048, global_batch_size=128,
                        micro_batch_size=spec.finetune_micro),
         log=log(name=name, dir=dir, every_n_train_steps=100),
-        optim=finetune_optim(**spec.finetune_optim),
+        optim=finetune_optim(**optim_args),
         resume=restore(checkpoint),
+        peft=peft,
     )

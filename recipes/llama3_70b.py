@@ -3,7 +3,7 @@
 Pretraining: TP4 (+ sequence parallel) x PP4 with 5 virtual stages (4 layers each) x CP2 =
 32 GPUs, one model replica; bf16, distributed optimizer, batch 512 x 8192, LR 3e-4.
 Add nodes to add data-parallel replicas (num_nodes=8: DP2).
-Fine-tuning: TP8 x PP4 on 4 nodes (NeMo's full fine-tuning layout), LR 5e-6.
+Fine-tuning: TP8 x PP4 on 4 nodes (NeMo's fine-tuning layout): LoRA (default) LR 1e-4, full LR 5e-6.
 Target: 4 nodes x 8 H100 80GB, bf16.
 """
 
@@ -38,11 +38,14 @@ def pretrain_recipe(name: str = "default", dir: Optional[str] = None, num_nodes:
 
 
 def finetune_recipe(name: str = "finetune", dir: Optional[str] = None, num_nodes: int = 4,
-                    num_gpus_per_node: int = 8, checkpoint: Optional[str] = None) -> run.Partial:
-    """Full fine-tuning from the weights of `checkpoint`: TP8 x PP4 (+ SP), 1000 steps of
-    128 x 2048 tokens, LR 5e-6.
+                    num_gpus_per_node: int = 8, checkpoint: Optional[str] = None,
+                    peft_scheme: Optional[str] = "lora") -> run.Partial:
+    """Fine-tuning from the weights of `checkpoint`: TP8 x PP4 (+ SP), 1000 steps of
+    128 x 2048 tokens. `peft_scheme="lora"` (NeMo's default) or "dora": adapters (dim 8,
+    alpha 16) on a frozen base, LR 1e-4; None: full fine-tuning, LR 5e-6.
 
     Data is MockDataModule; give real SFT data with `data=llm.FineTuningDataModule(...)` (or
     `data=finetuning_data` on the command line).
     """
-    return gpu.finetune(SPEC, name, dir, num_nodes, num_gpus_per_node, checkpoint)
+    return gpu.finetune(SPEC, name, dir, num_nodes, num_gpus_per_node, checkpoint,
+                        peft_scheme)

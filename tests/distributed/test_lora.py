@@ -9,6 +9,9 @@ base checkpoint) for steps 4-6: TP1's losses; merges the adapters at TP2 and com
 outputs; its step-6 checkpoint must hold adapter tensors only, with TP1's global shapes;
 (2) fine-tunes the base from scratch at TP2 with sequence parallelism and (3) at PP2, 3 steps
 each: the seeded adapters start the same in any layout, so the losses must be TP1's.
+The same for a Mixtral-style MoE (4 SequentialMLP experts, every expert's linears adapted):
+EP2 from scratch and EP2 resumed from EP1's step-3 checkpoint (experts' adapters moved across
+ranks) give EP1's losses, and merging at EP2 keeps the outputs.
 """
 
 from __future__ import annotations
@@ -25,15 +28,19 @@ pytestmark = pytest.mark.distributed
 BASE = "base/checkpoints/step=2-consumed_samples=16"
 STEP3 = "checkpoints/step=3-consumed_samples=24"
 STEP6 = "checkpoints/step=6-consumed_samples=48"
+MOE_BASE = "moe_base/checkpoints/step=2-consumed_samples=16"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     work = tmp_path_factory.mktemp("lora_tp")
     lora = {"kind": "lora", "model": "llama", "lr": 1e-2, "save_every": 3}
+    moe = {**lora, "model": "moe"}
     tp1 = [
         {"name": "base", "kind": "base", "model": "llama", "steps": 2, "save_every": 2},
         {**lora, "name": "tp1", "steps": 6, "restore": str(work / BASE)},
+        {"name": "moe_base", "kind": "base", "model": "moe", "steps": 2, "save_every": 2},
+        {**moe, "name": "ep1", "steps": 6, "restore": str(work / MOE_BASE)},
     ]
     tp2 = [
         {**lora, "name": "tp2_resumed", "tp": 2, "steps": 6, "resume": str(work / "tp1" / STEP3),
@@ -41,6 +48,9 @@ def runs(tmp_path_factory):
         {**lora, "name": "tp2_sp", "tp": 2, "sp": True, "steps": 3, "restore": str(work / BASE),
          "merge_check": True},
         {**lora, "name": "pp2", "pp": 2, "steps": 3, "restore": str(work / BASE)},
+        {**moe, "name": "ep2", "ep": 2, "steps": 3, "restore": str(work / MOE_BASE)},
+        {**moe, "name": "ep2_resumed", "ep": 2, "steps": 6, "resume": str(work / "ep1" / STEP3),
+         "merge_check": True},
     ]
     out = {}
     for nproc, spec in ((1, tp1), (2, tp2)):
@@ -108,3 +118,28 @@ def test_tp2_checkpoint_holds_adapters_only_with_global_shapes(runs):
     assert manifest["model_part"] == "trainable"
     assert Path(manifest["base_weights"]) == (work / BASE).resolve()
     assert manifest["layout"]["tensor_model_parallel_size"] == 2
+
+
+def test_every_expert_is_adapted(runs):
+    _, out = runs
+    experts = {n.split(".local_experts.")[1].split(".")[0] for n in out["ep1"]["trainable"]
+               if ".local_experts." in n}
+    assert experts == {"0", "1", "2", "3"}  # EP1 holds all 4; each adapted on fc1 and fc2
+    fc = {n.split(".adapter.")[0].rsplit(".", 1)[1] for n in out["ep1"]["trainable"]
+          if ".local_experts." in n}
+    assert fc == {"linear_fc1", "linear_fc2"}
+    # at EP2 each rank holds 2 experts: half the expert adapters, all the attention ones
+    ep1, ep2 = out["ep1"]["trainable"], out["ep2"]["trainable"]
+    assert sum(".local_experts." in n for n in ep2) * 2 == sum(".local_experts." in n for n in ep1)
+
+
+def test_expert_lora_at_ep2_matches_ep1(runs):
+    _, out = runs
+    assert out["ep2"]["losses"] == pytest.approx(out["ep1"]["losses"][:3], rel=1e-5)
+    assert out["ep2"]["frozen_changed"] == [] and out["ep2"]["optimizer_holds_trainable_only"]
+    resumed = out["ep2_resumed"]
+    assert resumed["losses"] == pytest.approx(out["ep1"]["losses"][3:], rel=1e-5)
+    assert resumed["held_out_loss_end"] == pytest.approx(out["ep1"]["held_out_loss_end"],
+                                                         rel=1e-5)
+    assert resumed["adapter_effect"] > 1e-2
+    assert resumed["merge_max_diff"] <= 1e-5 * max(1.0, resumed["merge_scale"])

@@ -162,3 +162,24 @@ def test_import_loads_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_grouped_experts_are_refused_not_skipped():
+    """Legacy GroupedMLP keeps every expert in one weight (`weight1`, `weight2`): LoRA cannot
+    adapt it, and says so instead of leaving the experts without adapters."""
+    import torch
+
+    from nemo_lite.llm.peft.lora import _targets
+
+    class GroupedExperts(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight1 = torch.nn.Parameter(torch.zeros(4, 8))
+            self.weight2 = torch.nn.Parameter(torch.zeros(8, 4))
+
+    model = torch.nn.Module()
+    model.mlp = torch.nn.Module()
+    model.mlp.experts = GroupedExperts()
+    with pytest.raises(LoRAConfigError, match="moe_grouped_gemm=False"):
+        _targets(model, ["linear_fc1", "linear_fc2"])
+    assert _targets(model, ["linear_qkv"]) == []  # experts not targeted: nothing to refuse

@@ -47,5 +47,17 @@ def test_recipe_trains_two_steps_with_its_own_configs(results, name, stage):
 @pytest.mark.parametrize("name", RECIPES)
 def test_finetune_recipe_starts_from_the_pretrained_weights(results, name):
     pre, fine = results[name]["pretrain"], results[name]["finetune"]
-    assert fine["start"] == pytest.approx(pre["end"], rel=1e-12), (pre, fine)
     assert fine["optimizer"]["lr"] < pre["optimizer"]["lr"]
+    if fine["peft"] == "NoneType":  # full fine-tuning (peft_scheme=None)
+        assert fine["start"] == pytest.approx(pre["end"], rel=1e-12), (pre, fine)
+        return
+    # peft_scheme="lora" (the default): the frozen base is the pretrained model and stays so;
+    # only the adapters train, on every attention and MLP linear (each expert's in MoE)
+    assert fine["peft"] == "LoRA" and fine["optimizer"]["lr"] == 1e-4
+    assert fine["frozen"][0] == pytest.approx(pre["end"], rel=1e-12), (pre, fine)
+    assert fine["frozen"][1] == fine["frozen"][0]
+    assert fine["trainable"][1] != fine["trainable"][0]
+    mlp = (["mlp.experts.local_experts.*.linear_fc1", "mlp.experts.local_experts.*.linear_fc2"]
+           if name == "mixtral_8x7b" else ["mlp.linear_fc1", "mlp.linear_fc2"])
+    assert fine["adapted"] == sorted(["self_attention.linear_qkv", "self_attention.linear_proj",
+                                      *mlp]), fine["adapted"]

@@ -95,7 +95,16 @@ class LoRA(IOMixin):
         )
 
         mode = parallel_mode(module)
+        expert = bool(getattr(module, "is_expert", False))
         tp = config.tensor_model_parallel_size or 1
+        if expert:
+            tp = getattr(config, "expert_tensor_parallel_size", None) or tp
+            if tp > 1:
+                raise LoRAConfigError(
+                    f"LoRA on MoE experts with expert_tensor_parallel_size={tp}: adapters on "
+                    "experts support expert tensor parallel 1; set "
+                    "expert_tensor_parallel_size=1 or leave the experts out of "
+                    "target_modules (e.g. ['linear_qkv', 'linear_proj']).")
         out_local, in_local = module.weight.shape
         in_features = in_local * tp if mode == "row" else in_local
         out_features = out_local * tp if mode == "column" else out_local
@@ -103,7 +112,8 @@ class LoRA(IOMixin):
         adapter = LoRAAdapter(mode, in_features, out_features, self.dim, self.alpha,
                               self.dropout, self.dropout_position, config, glu_output=glu,
                               seed=layer_seed(self.seed, layer_name),
-                              input_gathered=hasattr(module, "return_layernorm_output"))
+                              input_gathered=hasattr(module, "return_layernorm_output"),
+                              expert=expert)
         adapter.to(device=module.weight.device)
         return LoRALinear(module, adapter)
 
@@ -152,8 +162,10 @@ def megatron_chunks(model: Any) -> list:
 def _targets(chunk: Any, patterns: list[str]):
     """(name, module, parent, attribute, stable layer name) of each linear to adapt.
 
-    The stable name uses the layer's global number (`layer_number`), so a layer's adapter
-    gets the same seed whatever the pipeline split.
+    The stable name uses the layer's global number (`layer_number`) and an expert's global
+    index, so an adapter gets the same seed whatever the pipeline and expert-parallel split.
+    Experts: SequentialMLP's per-expert linears (`moe_grouped_gemm=False`) are adapted;
+    grouped experts (one GEMM over all experts) are refused.
     """
     from nemo_lite.llm.peft.lora_layers import LoRALinear, parallel_mode
 
@@ -161,23 +173,46 @@ def _targets(chunk: Any, patterns: list[str]):
     for name, module in chunk.named_modules():
         if hasattr(module, "layer_number") and hasattr(module, "mlp"):  # a TransformerLayer
             layer_names[name] = f"layer{module.layer_number}"
-    found, skipped_experts = [], 0
+    found = []
     for name, module in list(chunk.named_modules()):
         parent_name, _, attr = name.rpartition(".")
         parent = chunk.get_submodule(parent_name) if parent_name else chunk
         if isinstance(module, LoRALinear) or isinstance(parent, LoRALinear):
             continue
+        if hasattr(module, "weight1") and attr == "experts":  # megatron's legacy GroupedMLP
+            if any(p in ("linear_fc1", "linear_fc2") for p in patterns):
+                raise LoRAConfigError(
+                    f"LoRA: {name} holds grouped MoE experts (one GEMM over all local experts), "
+                    "which LoRA does not adapt: use moe_grouped_gemm=False (SequentialMLP "
+                    "experts) or leave linear_fc1 / linear_fc2 out of target_modules.")
+            continue
         if not any(attr == p or fnmatch.fnmatchcase(name, p) for p in patterns):
             continue
-        if parallel_mode(module) is None or not hasattr(module, "weight"):
+        if parallel_mode(module) is None:
             continue
-        if getattr(module, "is_expert", False):
-            skipped_experts += 1
+        if not hasattr(module, "weight"):
+            if getattr(module, "is_expert", False) or hasattr(module, "num_gemms"):
+                raise LoRAConfigError(
+                    f"LoRA: {name} is a grouped MoE expert linear (one GEMM over all local "
+                    "experts), which LoRA does not adapt: use moe_grouped_gemm=False "
+                    "(SequentialMLP experts) or leave the experts out of target_modules.")
             continue
         owner = max((n for n in layer_names if name.startswith(n + ".")), key=len, default=None)
         stable = name if owner is None else f"{layer_names[owner]}{name[len(owner):]}"
-        found.append((name, module, parent, attr, stable))
-    if skipped_experts:
-        log.warning("LoRA: %d MoE expert linears left without adapters (not supported yet)",
-                    skipped_experts)
+        found.append((name, module, parent, attr, _global_expert_name(chunk, name, stable)))
     return found
+
+
+def _global_expert_name(chunk: Any, name: str, stable: str) -> str:
+    """`...local_experts.<j>...` with j the expert's global index (EP rank x local count + j)."""
+    marker = ".local_experts."
+    if marker not in name:
+        return stable
+    from megatron.core import parallel_state
+
+    experts, _, rest = name.partition(marker)
+    local, _, tail = rest.partition(".")
+    count = len(chunk.get_submodule(experts + ".local_experts"))
+    index = parallel_state.get_expert_model_parallel_rank() * count + int(local)
+    head = stable.partition(marker)[0]
+    return f"{head}{marker}{index}.{tail}"

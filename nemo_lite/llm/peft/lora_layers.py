@@ -23,7 +23,6 @@ import zlib
 from typing import Any
 
 import torch
-from megatron.core import parallel_state
 from megatron.core.tensor_parallel import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -86,27 +85,31 @@ class LoRAAdapter(torch.nn.Module):
 
     def __init__(self, mode: str, in_features: int, out_features: int, dim: int, alpha: float,
                  dropout: float, dropout_position: str, config: Any, glu_output: bool,
-                 seed: int, input_gathered: bool = False) -> None:
+                 seed: int, input_gathered: bool = False, expert: bool = False) -> None:
         super().__init__()
         self.mode, self.dim, self.scale = mode, dim, alpha / dim
         self.glu_output = glu_output
         self.dropout = torch.nn.Dropout(dropout) if dropout > 0 else None
         self.dropout_position = dropout_position
-        self.sequence_parallel = bool(getattr(config, "sequence_parallel", False))
+        # an expert's tokens arrive from the MoE dispatcher whole (never split along the
+        # sequence); its halves are expert linears: expert-TP group (size 1, see LoRA), and
+        # gradients reduced over the expert-data-parallel group (`allreduce=False` at EP > 1)
+        self.sequence_parallel = bool(getattr(config, "sequence_parallel", False)) and not expert
         plain = copy.copy(config)
         plain.sequence_parallel = False
+        halves = dict(bias=False, init_method=_no_init, is_expert=expert)
         if mode == "column":
-            in_config = plain if input_gathered else config
-            self.linear_in = AdapterColumnLinear(in_features, dim, config=in_config, bias=False,
-                                                 init_method=_no_init, gather_output=True)
-            self.linear_out = AdapterColumnLinear(dim, out_features, config=plain, bias=False,
-                                                  init_method=_no_init, gather_output=False)
+            in_config = plain if input_gathered or expert else config
+            self.linear_in = AdapterColumnLinear(in_features, dim, config=in_config,
+                                                 gather_output=True, **halves)
+            self.linear_out = AdapterColumnLinear(dim, out_features, config=plain,
+                                                  gather_output=False, **halves)
         else:
-            self.linear_in = AdapterRowLinear(in_features, dim, config=plain, bias=False,
-                                              init_method=_no_init, input_is_parallel=True,
-                                              skip_bias_add=True)
-            self.linear_out = AdapterColumnLinear(dim, out_features, config=plain, bias=False,
-                                                  init_method=_no_init, gather_output=True)
+            self.linear_in = AdapterRowLinear(in_features, dim, config=plain,
+                                              input_is_parallel=True, skip_bias_add=True,
+                                              **halves)
+            self.linear_out = AdapterColumnLinear(dim, out_features, config=plain,
+                                                  gather_output=True, **halves)
         self._seeded_init(in_features, seed)
 
     @torch.no_grad()
@@ -119,7 +122,7 @@ class LoRAAdapter(torch.nn.Module):
         torch.nn.init.xavier_uniform_(full, generator=generator)
         weight = self.linear_in.weight
         axis = 0 if self.mode == "column" else 1
-        rank = parallel_state.get_tensor_model_parallel_rank()
+        rank = self.linear_in.tp_group.rank()  # the expert-TP group for an expert
         size = weight.shape[axis]
         weight.copy_(full.narrow(axis, rank * size, size).to(weight.dtype))
         self.linear_out.weight.zero_()
@@ -193,10 +196,11 @@ class LoRALinear(torch.nn.Module):
         """The base linear with `W += scale * B @ A` folded in (this TP rank's shard)."""
         a = self.adapter.linear_in.weight.float()
         b = self.adapter.linear_out.weight.float()
+        group = self.adapter.linear_in.tp_group
         if self.adapter.mode == "column":  # W [out/tp, in] += B_r [out/tp, dim] @ A [dim, in]
-            a = _gather_tp(a, axis=0)
+            a = _gather_tp(a, 0, group)
         else:  # W [out, in/tp] += B [out, dim] @ A_r [dim, in/tp]
-            b = _gather_tp(b, axis=0)
+            b = _gather_tp(b, 0, group)
         weight = self.to_wrap.weight
         weight.add_((self.adapter.scale * (b @ a)).to(weight.dtype))
         if self.returns_layernorm_output:
@@ -205,13 +209,12 @@ class LoRALinear(torch.nn.Module):
         return self.to_wrap
 
 
-def _gather_tp(tensor: torch.Tensor, axis: int) -> torch.Tensor:
-    size = parallel_state.get_tensor_model_parallel_world_size()
+def _gather_tp(tensor: torch.Tensor, axis: int, group: Any) -> torch.Tensor:
+    size = group.size()
     if size == 1:
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(size)]
-    torch.distributed.all_gather(parts, tensor.contiguous(),
-                                 group=parallel_state.get_tensor_model_parallel_group())
+    torch.distributed.all_gather(parts, tensor.contiguous(), group=group)
     return torch.cat(parts, dim=axis)
 
 

@@ -2,7 +2,8 @@
 
 Usage: torchrun --nproc-per-node N lora_run.py SPEC.json OUT.json
 SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "pp": 1,
-            "sp": false, "model": "gpt" | "llama", "precision": "32", "dist_opt": false,
+            "sp": false, "ep": 1, "model": "gpt" | "llama" | "moe", "precision": "32",
+            "dist_opt": false,
             "steps": 6,
             "save_every": 3, "restore": PATH | null, "resume": PATH | null,
             "merge_check": false, "lr": 3e-3, "expect_error": false, "peft": true,
@@ -117,6 +118,7 @@ def train(run: dict, work: Path) -> dict:
     out: dict = {}
     strategy = nl.MegatronStrategy(tensor_model_parallel_size=run.get("tp", 1),
                                    pipeline_model_parallel_size=run.get("pp", 1),
+                                   expert_model_parallel_size=run.get("ep", 1),
                                    sequence_parallel=run.get("sp", False))
     trainer = nl.Trainer(
         strategy=strategy, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)), accelerator="cpu",
@@ -133,6 +135,9 @@ def train(run: dict, work: Path) -> dict:
                   vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0)
     if run.get("model") == "llama":  # SwiGLU: linear_fc1 holds [gate; up] per TP rank
         config = llm.LlamaConfig(**common, num_query_groups=2, ffn_hidden_size=128)
+    elif run.get("model") == "moe":  # 4 SwiGLU experts (SequentialMLP), top 2, each adapted
+        config = llm.MixtralConfig(**common, num_query_groups=2, ffn_hidden_size=128,
+                                   moe_ffn_hidden_size=128, num_moe_experts=4)
     else:
         config = llm.GPTConfig(**common)
     model = llm.GPTModel(config, optim=optim)

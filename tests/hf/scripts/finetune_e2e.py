@@ -45,7 +45,7 @@ def main() -> None:
     recipe.data = finetuning_data(
         dataset_root=sft, seq_length=64, global_batch_size=8, micro_batch_size=4,
         tokenizer=run.Config(llm.HFTokenizer, str(imported / "tokenizer")))
-    recipe.peft = run.Config(LoRA, dim=8, alpha=16)
+    assert fdl.get_callable(recipe.peft) is LoRA and recipe.peft.dim == 8  # peft_scheme='lora'
     fdl.build(recipe)()
     last = sorted((work / "runs" / "e2e").rglob(f"step={steps}-*"))[-1]
     exported = llm.export_ckpt(str(last), target="hf", output_path=str(work / "exported"))

@@ -11,6 +11,7 @@ end of training, and the DDP / optimizer / precision settings the strategy ran w
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import torch
 from nemo_lite import llm
 
 RECIPES = ["gpt_126m", "llama3_8b", "llama3_70b", "mixtral_8x7b"]
+# each fine-tuning kind once: full, LoRA (dense, TP2 + SP, experts at EP2)
+PEFT_SCHEMES = {"gpt_126m": None, "llama3_8b": "lora", "llama3_70b": "lora",
+                "mixtral_8x7b": "lora"}
 
 
 def shrink(recipe, name: str) -> None:
@@ -50,8 +54,9 @@ class Record(pl.Callback):
         self.start = self.end = None
 
     @staticmethod
-    def checksum(trainer) -> float:
-        """Sum of |w| over the model, each parameter counted once whatever the layout."""
+    def checksum(trainer, trainable: bool | None = None) -> float:
+        """Sum of |w| over the model (`trainable` True / False: over the parameters that do /
+        do not require grad), each parameter counted once whatever the layout."""
         from megatron.core import parallel_state as ps
 
         dp = ps.get_data_parallel_rank(with_context_parallel=True)
@@ -62,6 +67,8 @@ class Record(pl.Callback):
             if getattr(chunk, "use_forward_hook", False):  # overlapped gather: finish it now
                 chunk.start_param_sync(force_sync=True)
             for param in chunk.parameters():
+                if trainable is not None and param.requires_grad != trainable:
+                    continue
                 expert = not getattr(param, "allreduce", True)
                 replica = (expert_dp if expert else dp) != 0 or (
                     not getattr(param, "tensor_model_parallel", False) and tp != 0)
@@ -72,12 +79,19 @@ class Record(pl.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = self.checksum(trainer)
+        self.frozen_start = self.checksum(trainer, trainable=False)
+        self.trainable_start = self.checksum(trainer, trainable=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.end = self.checksum(trainer)
+        self.frozen_end = self.checksum(trainer, trainable=False)
+        self.trainable_end = self.checksum(trainer, trainable=True)
+        self.adapters = sorted({re.sub(r"\.\d+\.", ".*.", n.split(".adapter.")[0]).split("layers.*.")[-1]
+                                for chunk in trainer.strategy.megatron_parallel
+                                for n, p in chunk.named_parameters() if p.requires_grad})
 
 
 def run(recipe, name: str) -> dict:
@@ -92,6 +106,9 @@ def run(recipe, name: str) -> dict:
     optim = task.keywords["model"].optim.config
     return {
         "losses": record.losses, "start": record.start, "end": record.end,
+        "frozen": [record.frozen_start, record.frozen_end],
+        "trainable": [record.trainable_start, record.trainable_end],
+        "adapted": record.adapters, "peft": type(task.keywords.get("peft")).__name__,
         "run_dir": str(run_dir),
         "ddp": {k: getattr(ddp, k) for k in ("overlap_grad_reduce", "overlap_param_gather",
                                              "grad_reduce_in_fp32", "average_in_collective",
@@ -116,7 +133,8 @@ def main() -> None:
                                          num_nodes=1, num_gpus_per_node=2), name)
         fine = run(module.finetune_recipe(name=f"{name}_finetune", dir=str(work), num_nodes=1,
                                           num_gpus_per_node=2,
-                                          checkpoint=final_checkpoint(pre["run_dir"])), name)
+                                          checkpoint=final_checkpoint(pre["run_dir"]),
+                                          peft_scheme=PEFT_SCHEMES[name]), name)
         results[name] = {"pretrain": pre, "finetune": fine}
     if torch.distributed.get_rank() == 0:
         out.write_text(json.dumps(results, indent=1))
