@@ -161,7 +161,8 @@ def plan_task(task: Any, executor: Any = None, check_paths: bool = True) -> Laun
             vocab_size=_vocab_size(model_config, task),
             flash_attention=_value(trainer, "accelerator", "auto") not in ("cpu",),
             grad_reduce_in_fp32=bool(next((_value(p, "grad_reduce_in_fp32", True)
-                                           for p in plugins if p is not None), True)))
+                                           for p in plugins if p is not None), True)),
+            adapter_parameters=_adapter_parameters(task, model_config, layout))
     ramp = BatchRamp.parse(data_view.rampup_batch_size, data_view.global_batch_size)
     ramp_text = ramp.describe(data_view.micro_batch_size, layout.data_parallel_size(world)) \
         if ramp else None
@@ -184,3 +185,21 @@ def _check_checkpoint_paths(task: Any) -> None:
             problem, _ = checkpoint_problem(resolve_checkpoint_path(str(path)))
             if problem:
                 raise CheckpointError(f"{key}: {problem}")
+
+
+def _adapter_parameters(task: Any, model_config: Any, layout: Any) -> int | None:
+    """A LoRA / DoRA task's adapter parameters per rank (None: every parameter trains)."""
+    import fiddle as fdl
+
+    from nemo_lite.llm.gpt.memory import adapter_parameters_per_rank
+    from nemo_lite.llm.peft.lora import DEFAULT_TARGETS
+
+    peft = _value(task, "peft")
+    if peft is None:
+        return None
+    kind = fdl.get_callable(peft) if isinstance(peft, fdl.Buildable) else type(peft)
+    return adapter_parameters_per_rank(
+        model_config, int(_value(peft, "dim", 8) or 8),
+        list(_value(peft, "target_modules", None) or DEFAULT_TARGETS),
+        magnitude=kind.__name__ == "DoRA", tp=layout.tensor_model_parallel_size,
+        pp=layout.pipeline_model_parallel_size, ep=layout.expert_model_parallel_size)

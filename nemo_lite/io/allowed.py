@@ -72,6 +72,7 @@ NEMO_LITE = (
     "nemo_lite.llm.tokenizer.HFTokenizer",
     "nemo_lite.llm.tokenizer.SentencePieceTokenizer",
     "nemo_lite.llm.peft.lora.LoRA",
+    "nemo_lite.llm.peft.dora.DoRA",
 )
 
 # Recipe factories (they return configs; building one builds nothing else).

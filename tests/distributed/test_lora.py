@@ -11,7 +11,9 @@ outputs; its step-6 checkpoint must hold adapter tensors only, with TP1's global
 each: the seeded adapters start the same in any layout, so the losses must be TP1's.
 The same for a Mixtral-style MoE (4 SequentialMLP experts, every expert's linears adapted):
 EP2 from scratch and EP2 resumed from EP1's step-3 checkpoint (experts' adapters moved across
-ranks) give EP1's losses, and merging at EP2 keeps the outputs.
+ranks) give EP1's losses, and merging at EP2 keeps the outputs. And for DoRA (the magnitude
+split with the rows of a column-parallel base, whole beside a row-parallel one): TP2 + SP from
+scratch and TP2 resumed from TP1's step 3 give TP1's losses; the merge at TP2 is exact.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ def runs(tmp_path_factory):
     work = tmp_path_factory.mktemp("lora_tp")
     lora = {"kind": "lora", "model": "llama", "lr": 1e-2, "save_every": 3}
     moe = {**lora, "model": "moe"}
+    dora = {**lora, "scheme": "dora"}
     tp1 = [
         {"name": "base", "kind": "base", "model": "llama", "steps": 2, "save_every": 2},
         {**lora, "name": "tp1", "steps": 6, "restore": str(work / BASE)},
         {"name": "moe_base", "kind": "base", "model": "moe", "steps": 2, "save_every": 2},
         {**moe, "name": "ep1", "steps": 6, "restore": str(work / MOE_BASE)},
+        {**dora, "name": "dora_tp1", "steps": 6, "restore": str(work / BASE)},
     ]
     tp2 = [
         {**lora, "name": "tp2_resumed", "tp": 2, "steps": 6, "resume": str(work / "tp1" / STEP3),
@@ -51,6 +55,10 @@ def runs(tmp_path_factory):
         {**moe, "name": "ep2", "ep": 2, "steps": 3, "restore": str(work / MOE_BASE)},
         {**moe, "name": "ep2_resumed", "ep": 2, "steps": 6, "resume": str(work / "ep1" / STEP3),
          "merge_check": True},
+        {**dora, "name": "dora_tp2_sp", "tp": 2, "sp": True, "steps": 3,
+         "restore": str(work / BASE)},
+        {**dora, "name": "dora_tp2_resumed", "tp": 2, "steps": 6,
+         "resume": str(work / "dora_tp1" / STEP3), "merge_check": True},
     ]
     out = {}
     for nproc, spec in ((1, tp1), (2, tp2)):
@@ -143,3 +151,39 @@ def test_expert_lora_at_ep2_matches_ep1(runs):
                                                          rel=1e-5)
     assert resumed["adapter_effect"] > 1e-2
     assert resumed["merge_max_diff"] <= 1e-5 * max(1.0, resumed["merge_scale"])
+
+
+def test_dora_at_tp2_matches_tp1_and_merges_exactly(runs):
+    _, out = runs
+    tp1 = out["dora_tp1"]
+    assert tp1["init_vs_base_max_diff"] == 0.0  # m = ||W||, B = 0: the base model exactly
+    assert sum(n.endswith(".adapter.magnitude_delta") for n in tp1["trainable"]) == 8
+    assert tp1["trainable_unchanged"] == []  # the magnitudes train too
+    assert tp1["losses"] != pytest.approx(out["tp1"]["losses"], rel=1e-6)  # not LoRA's run
+    assert out["dora_tp2_sp"]["losses"] == pytest.approx(tp1["losses"][:3], rel=1e-5)
+    resumed = out["dora_tp2_resumed"]
+    assert resumed["losses"] == pytest.approx(tp1["losses"][3:], rel=1e-5)
+    assert resumed["held_out_loss_end"] == pytest.approx(tp1["held_out_loss_end"], rel=1e-5)
+    assert resumed["frozen_changed"] == [] and resumed["optimizer_holds_trainable_only"]
+    assert resumed["adapter_effect"] > 1e-2
+    assert resumed["merge_max_diff"] <= 1e-5 * max(1.0, resumed["merge_scale"])
+    assert not resumed["merged_has_adapters"]
+
+
+@pytest.mark.parametrize("name,model,ep,dora", [("tp1", "llama", 1, False),
+                                                ("ep1", "moe", 1, False), ("ep2", "moe", 2, False),
+                                                ("dora_tp1", "llama", 1, True)])
+def test_the_plan_counts_the_adapters_that_train(runs, name, model, ep, dora):
+    """`--dryrun`'s memory estimate gives gradients and optimizer state to the adapters only:
+    its adapter count is the trained parameters' (per rank)."""
+    from nemo_lite import llm
+    from nemo_lite.llm.gpt.memory import adapter_parameters_per_rank
+
+    _, out = runs
+    common = dict(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
+                  ffn_hidden_size=128)
+    config = (llm.MixtralConfig(**common, moe_ffn_hidden_size=128, num_moe_experts=4)
+              if model == "moe" else llm.LlamaConfig(**common))
+    targets = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
+    assert adapter_parameters_per_rank(config, 8, targets, magnitude=dora, ep=ep) == \
+        out[name]["trainable_numel"]

@@ -2,7 +2,7 @@
 and its adapters as Hugging Face PEFT files, both checked against transformers.
 
 Per family (Llama: fused QKV and [gate; up] split per Hugging Face linear; GPT-2: Conv1D,
-`fan_in_fan_out`), one subprocess (tests/hf/scripts/finetune_e2e.py) imports a tiny random
+`fan_in_fan_out`; Llama with DoRA: the magnitudes too, `use_dora`), one subprocess (tests/hf/scripts/finetune_e2e.py) imports a tiny random
 model, LoRA-fine-tunes it, exports the adapters (`export_lora`), the merged model
 (`export_ckpt`) and the base model. Here `peft.PeftModel` loads the adapters onto the exported
 base, and the merged checkpoint written by the CLI is read back at TP 2 (tests/hf/scripts/logits.py):
@@ -29,23 +29,25 @@ SCRIPT = Path(__file__).parent / "scripts" / "finetune_e2e.py"
 ROOT = Path(__file__).parents[2]
 
 
-RECIPES = {"llama3": "llama3_8b", "gpt2": "gpt_126m"}
+# run -> (Hugging Face family, GPU recipe, peft_scheme)
+RECIPES = {"llama3": ("llama3", "llama3_8b", "lora"), "gpt2": ("gpt2", "gpt_126m", "lora"),
+           "llama3-dora": ("llama3", "llama3_8b", "dora")}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """family -> (work dir, the script's paths): each family fine-tuned once for the module."""
+    """run -> (work dir, the script's paths): each fine-tuned once for the module."""
     done = {}
-    for family, recipe in RECIPES.items():
-        work = tmp_path_factory.mktemp(f"peft_{family}")
+    for name, (family, recipe, scheme) in RECIPES.items():
+        work = tmp_path_factory.mktemp(f"peft_{name}")
         source = tiny_model(work, family)
         proc = subprocess.run([sys.executable, str(SCRIPT), str(work), str(source),
-                               str(sft_dir(work)), recipe, "6"],
+                               str(sft_dir(work)), recipe, "6", scheme],
                               capture_output=True, text=True, timeout=600, cwd=ROOT,
                               env={**os.environ, "OMP_NUM_THREADS": "2"})
         assert proc.returncode == 0, proc.stderr[-4000:]
         lines = proc.stdout.strip().splitlines()
-        done[family] = work, {k: Path(v) for k, v in json.loads(lines[-1]).items()}
+        done[name] = work, {k: Path(v) for k, v in json.loads(lines[-1]).items()}
     return done
 
 
@@ -84,10 +86,21 @@ def test_peft_loads_the_exported_adapters_with_the_same_logits(runs, family):
     assert (adapted - merged).abs().max() <= 1e-5 * max(1.0, float(merged.abs().max()))
     config = json.loads((paths["adapter"] / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 8 and config["lora_alpha"] == 16
+    dora = RECIPES[family][2] == "dora"
+    assert config["use_dora"] is dora
     with safe_open(paths["adapter"] / "adapter_model.safetensors", "pt") as f:
         keys = set(f.keys())
-    assert len(keys) == 2 * len(config["target_modules"])
+    assert len(keys) == (3 if dora else 2) * len(config["target_modules"])  # A, B (, m)
     assert all(k.startswith("base_model.model.") and ".lora_" in k for k in keys)
+    if dora:  # PEFT's own DoRA merge of our adapters gives our merged weights' logits
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base_model = AutoModelForCausalLM.from_pretrained(paths["base_hf"])
+        merged_by_peft = PeftModel.from_pretrained(base_model, paths["adapter"]).merge_and_unload()
+        with torch.no_grad():
+            theirs = merged_by_peft.eval()(ids).logits
+        assert (theirs - merged).abs().max() <= 1e-5 * max(1.0, float(merged.abs().max()))
 
 
 @pytest.mark.parametrize("family", RECIPES)

@@ -2,7 +2,8 @@
 
 One torchrun launch of 2 CPU ranks (scripts/recipe_train.py) runs, for gpt_126m, llama3_8b,
 llama3_70b and mixtral_8x7b, the pretrain recipe and then the finetune recipe from its final
-checkpoint, each shrunk in Python (sizes, layout to fit 2 ranks, accelerator) for 2 steps.
+checkpoint (peft_scheme None for gpt_126m, "lora" for llama3_8b, "dora" for the other two),
+each shrunk in Python (sizes, layout to fit 2 ranks, accelerator) for 2 steps.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def test_finetune_recipe_starts_from_the_pretrained_weights(results, name):
     if fine["peft"] == "NoneType":  # full fine-tuning (peft_scheme=None)
         assert fine["start"] == pytest.approx(pre["end"], rel=1e-12), (pre, fine)
         return
-    # peft_scheme="lora" (the default): the frozen base is the pretrained model and stays so;
-    # only the adapters train, on every attention and MLP linear (each expert's in MoE)
-    assert fine["peft"] == "LoRA" and fine["optimizer"]["lr"] == 1e-4
+    # peft_scheme="lora" (the default) / "dora": the frozen base is the pretrained model and
+    # stays so; only the adapters train, on every attention and MLP linear (each expert's in MoE)
+    assert fine["peft"] == {"llama3_8b": "LoRA"}.get(name, "DoRA"), fine["peft"]
+    assert fine["optimizer"]["lr"] == 1e-4
     assert fine["frozen"][0] == pytest.approx(pre["end"], rel=1e-12), (pre, fine)
     assert fine["frozen"][1] == fine["frozen"][0]
     assert fine["trainable"][1] != fine["trainable"][0]

@@ -67,11 +67,14 @@ def estimate_memory(
     vocab_size: int | None = None,
     flash_attention: bool = True,
     grad_reduce_in_fp32: bool = True,
+    adapter_parameters: int | None = None,
 ) -> MemoryEstimate:
     """Bytes per rank for weights, gradients, Adam state and activations (see module doc).
 
     flash_attention: transformer-engine's fused attention (GPU runs) keeps no attention-score
-    matrix; megatron's local attention (CPU runs) does.
+    matrix; megatron's local attention (CPU runs) does. adapter_parameters: a LoRA / DoRA run's
+    adapters on this rank (`adapter_parameters_per_rank`): the base is frozen, so only the
+    adapters have gradients and optimizer state.
     """
     etp = etp or tp
     parts = parameter_breakdown(config, vocab_size)
@@ -126,5 +129,31 @@ def estimate_memory(
         activations = base * stage_layers * in_flight + scores
     else:
         activations = per_layer * stage_layers * in_flight
-    return MemoryEstimate(params, params * weight_bytes, params * grad_bytes,
-                          params * optim_bytes, activations)
+    trained = params if adapter_parameters is None else adapter_parameters
+    params += adapter_parameters or 0
+    return MemoryEstimate(params, params * weight_bytes, trained * grad_bytes,
+                          trained * optim_bytes, activations)
+
+
+def adapter_parameters_per_rank(config: Any, dim: int, targets: list[str], magnitude: bool = False,
+                                *, tp: int = 1, pp: int = 1, ep: int = 1) -> int:
+    """LoRA / DoRA parameters on the most loaded rank: `dim * (in + out)` per adapted linear
+    (+ `out` for DoRA's magnitude), split over TP, an expert's over EP; `targets` are module
+    names (linear_qkv, linear_proj, linear_fc1, linear_fc2)."""
+    h, heads = config.hidden_size, config.num_attention_heads
+    kv = config.kv_channels or h // heads
+    groups = config.num_query_groups or heads
+    experts = config.num_moe_experts or 0
+    ffn = (getattr(config, "moe_ffn_hidden_size", None) or config.ffn_hidden_size) if experts \
+        else config.ffn_hidden_size
+    glu = 2 if getattr(config, "gated_linear_unit", False) else 1
+    attention = {"linear_qkv": (h, (heads + 2 * groups) * kv), "linear_proj": (heads * kv, h)}
+    mlp = {"linear_fc1": (h, ffn * glu), "linear_fc2": (ffn, h)}
+
+    def count(shapes: dict[str, tuple[int, int]]) -> int:
+        return sum(dim * (i + o) + (o if magnitude else 0)
+                   for name, (i, o) in shapes.items() if name in targets)
+
+    per_layer = count(attention) / tp + (count(mlp) * experts / ep if experts
+                                         else count(mlp) / tp)
+    return int(per_layer * math.ceil(config.num_layers / pp))

@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning (NeMo 2.0's `llm.peft`): `LoRA`, `merge` (in memory),
+"""Parameter-efficient fine-tuning (NeMo 2.0's `llm.peft`): `LoRA`, `DoRA`, `merge` (in memory),
 `merge_lora` (checkpoint -> full checkpoint), `export_lora` (adapters -> Hugging Face PEFT).
 
 Names load on first use: `import nemo_lite.llm.peft` imports neither torch nor megatron.
@@ -12,6 +12,7 @@ from nemo_lite._lazy import lazy_exports
 
 _EXPORTS = {
     "LoRA": "nemo_lite.llm.peft.lora",
+    "DoRA": "nemo_lite.llm.peft.dora",
     "merge": "nemo_lite.llm.peft.lora",
     "LoRAConfigError": "nemo_lite.llm.peft.lora",
     "merge_lora": "nemo_lite.llm.peft.merged_checkpoint",

@@ -1,5 +1,5 @@
 """`llm.peft.export_lora` / `nemo llm peft export --path LORA_CKPT --output DIR` (NeMo 2.0's
-`llm.peft.export_lora`): a LoRA checkpoint's adapters in Hugging Face PEFT's format.
+`llm.peft.export_lora`): a LoRA (or DoRA) checkpoint's adapters in Hugging Face PEFT's format.
 
 It writes `adapter_model.safetensors` + `adapter_config.json`, which
 `peft.PeftModel.from_pretrained(base, DIR)` loads onto the Hugging Face model that
@@ -10,6 +10,7 @@ Hugging Face linear, through the family's own conversion rule of the adapted wei
     (QKV regrouping, [gate; up] halves, GPT-2's transpose), so the split of B gives each
     Hugging Face linear its B, and every part shares A: q_proj = (A, B_q), k_proj = (A, B_k), ...
 
+DoRA's per-row magnitude splits by the same rule (`lora_magnitude_vector`, `use_dora=True`).
 GPT-2's Conv1D linears are stored [in, out]; PEFT keeps their A and B in the nn.Linear
 orientation (`fan_in_fan_out=True`), so the transposed parts are turned back. Adapters on MoE
 experts are refused: transformers keeps Mixtral's experts as fused tensors, not linears PEFT
@@ -103,13 +104,20 @@ def export_lora(path: str = "", output_path: Optional[str] = None,
             a = wrapper.adapter.linear_in.weight.detach().float()
             b = wrapper.adapter.linear_out.weight.detach().float()
             parts = rule.split(b, config) if rule.split else (b,)
-            for hf_name, part in zip(hf_names, parts, strict=True):
+            magnitudes: tuple = (None,) * len(hf_names)
+            if hasattr(wrapper.adapter, "magnitude"):  # DoRA: m per output row
+                m = wrapper.adapter.magnitude(wrapper.to_wrap.weight)
+                magnitudes = rule.split(m, config) if rule.split else (m,)
+            for hf_name, part, m_part in zip(hf_names, parts, magnitudes, strict=True):
                 module = hf_name.removesuffix(".weight")
                 modules.append(module)
                 dtype = wrapper.to_wrap.weight.dtype
                 tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = a.to(dtype).clone()
                 tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = (
                     part.t() if conv1d else part).to(dtype).contiguous()
+                if m_part is not None:
+                    tensors[f"{PEFT_PREFIX}{module}.lora_magnitude_vector"] = (
+                        m_part.to(dtype).contiguous())
     tmp = out.with_name(out.name + ".incomplete")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -128,7 +136,8 @@ def adapter_config(transform: Any, modules: list[str], conv1d: bool,
     return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base,
             "r": transform.dim, "lora_alpha": transform.alpha,
             "lora_dropout": transform.dropout, "target_modules": modules, "bias": "none",
-            "fan_in_fan_out": conv1d, "use_rslora": False, "use_dora": False,
+            "fan_in_fan_out": conv1d, "use_rslora": False,
+            "use_dora": type(transform).__name__ == "DoRA",
             "inference_mode": True, "init_lora_weights": True, "modules_to_save": None}
 
 

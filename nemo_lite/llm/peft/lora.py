@@ -87,12 +87,9 @@ class LoRA(IOMixin):
         log.info("LoRA: %d adapters (dim %d, alpha %s)", wrapped, self.dim, self.alpha)
 
     def _wrap(self, module: Any, config: Any, layer_name: str, attr: str) -> Any:
-        from nemo_lite.llm.peft.lora_layers import (
-            LoRAAdapter,
-            LoRALinear,
-            layer_seed,
-            parallel_mode,
-        )
+        from nemo_lite.llm.peft.lora_layers import layer_seed, parallel_mode
+
+        adapter_class, wrapper_class = self.layer_classes()
 
         mode = parallel_mode(module)
         expert = bool(getattr(module, "is_expert", False))
@@ -109,13 +106,19 @@ class LoRA(IOMixin):
         in_features = in_local * tp if mode == "row" else in_local
         out_features = out_local * tp if mode == "column" else out_local
         glu = attr == "linear_fc1" and bool(getattr(config, "gated_linear_unit", False))
-        adapter = LoRAAdapter(mode, in_features, out_features, self.dim, self.alpha,
+        adapter = adapter_class(mode, in_features, out_features, self.dim, self.alpha,
                               self.dropout, self.dropout_position, config, glu_output=glu,
                               seed=layer_seed(self.seed, layer_name),
                               input_gathered=hasattr(module, "return_layernorm_output"),
                               expert=expert)
         adapter.to(device=module.weight.device)
-        return LoRALinear(module, adapter)
+        return wrapper_class(module, adapter)
+
+    def layer_classes(self) -> tuple[type, type]:
+        """(adapter, wrapper) module classes: LoRA's; DoRA returns its own."""
+        from nemo_lite.llm.peft.lora_layers import LoRAAdapter, LoRALinear
+
+        return LoRAAdapter, LoRALinear
 
     def merge(self, model: Any) -> Any:
         """Fold the adapters into the base weights (see `merge`)."""

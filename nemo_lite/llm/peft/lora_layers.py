@@ -174,6 +174,11 @@ class LoRALinear(torch.nn.Module):
         self.register_load_state_dict_pre_hook(_base_keys_nested)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        out, bias, adapter_input = self.base_forward(x, *args, **kwargs)
+        return out + self.adapter(adapter_input).to(out.dtype), bias
+
+    def base_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+        """(base output, its separately returned bias, the input the adapter takes)."""
         out = self.to_wrap(x, *args, **kwargs)
         adapter_input = x
         if len(out) == 3:  # transformer-engine: (output, bias, layernorm output)
@@ -182,7 +187,7 @@ class LoRALinear(torch.nn.Module):
             out, bias = out
             if isinstance(out, tuple):  # transformer-engine: ((output, layernorm output), None)
                 out, adapter_input = out
-        return out + self.adapter(adapter_input).to(out.dtype), bias
+        return out, bias, adapter_input
 
     def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (),
                            metadata: dict | None = None) -> dict[str, Any]:
@@ -198,9 +203,9 @@ class LoRALinear(torch.nn.Module):
         b = self.adapter.linear_out.weight.float()
         group = self.adapter.linear_in.tp_group
         if self.adapter.mode == "column":  # W [out/tp, in] += B_r [out/tp, dim] @ A [dim, in]
-            a = _gather_tp(a, 0, group)
+            a = gather_tp(a, 0, group)
         else:  # W [out, in/tp] += B [out, dim] @ A_r [dim, in/tp]
-            b = _gather_tp(b, 0, group)
+            b = gather_tp(b, 0, group)
         weight = self.to_wrap.weight
         weight.add_((self.adapter.scale * (b @ a)).to(weight.dtype))
         if self.returns_layernorm_output:
@@ -209,7 +214,7 @@ class LoRALinear(torch.nn.Module):
         return self.to_wrap
 
 
-def _gather_tp(tensor: torch.Tensor, axis: int, group: Any) -> torch.Tensor:
+def gather_tp(tensor: torch.Tensor, axis: int, group: Any) -> torch.Tensor:
     size = group.size()
     if size == 1:
         return tensor

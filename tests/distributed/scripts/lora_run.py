@@ -3,7 +3,7 @@
 Usage: torchrun --nproc-per-node N lora_run.py SPEC.json OUT.json
 SPEC.json: {"work": DIR, "runs": [{"name": ..., "kind": "base" | "lora", "tp": 1, "pp": 1,
             "sp": false, "ep": 1, "model": "gpt" | "llama" | "moe", "precision": "32",
-            "dist_opt": false,
+            "dist_opt": false, "scheme": "lora" | "dora",
             "steps": 6,
             "save_every": 3, "restore": PATH | null, "resume": PATH | null,
             "merge_check": false, "lr": 3e-3, "expect_error": false, "peft": true,
@@ -27,6 +27,7 @@ from megatron.core.optimizer import OptimizerConfig
 
 from nemo_lite import lightning as nl
 from nemo_lite import llm
+from nemo_lite.llm.peft.dora import DoRA
 from nemo_lite.llm.peft.lora import LoRA, merge
 
 SEQ = 32
@@ -72,7 +73,8 @@ class Probe(pl.Callback):
             return
         self.start_logits = logits(pl_module)
         self.out["held_out_loss_start"] = float(logits(pl_module, labels=True).mean())
-        base = self.work / f"base_logits_ranks{trainer.world_size}_{trainer.global_rank}.pt"
+        base_run = Path(self.run.get("restore") or "").parent.parent.name  # <base>/checkpoints/..
+        base = self.work / f"{base_run}_logits_ranks{trainer.world_size}_{trainer.global_rank}.pt"
         if self.run["kind"] == "lora" and self.run.get("restore") and base.exists():
             diff = self.start_logits - torch.load(base)  # same layout as the base run
             self.out["init_vs_base_max_diff"] = float(diff.abs().max())
@@ -89,7 +91,7 @@ class Probe(pl.Callback):
             out["held_out_loss_end"] = float(logits(pl_module, labels=True).mean())
         if self.run["kind"] == "base":
             torch.save(end_logits, self.work /
-                       f"base_logits_ranks{trainer.world_size}_{trainer.global_rank}.pt")
+                       f"{self.run['name']}_logits_ranks{trainer.world_size}_{trainer.global_rank}.pt")
             return
         params = dict(pl_module.module.named_parameters())
         trainable = trainable_names(pl_module)
@@ -152,7 +154,8 @@ def train(run: dict, work: Path) -> dict:
         resume = nl.AutoResume(resume_from_path=copy_with_manifest_edit(run, work))
     else:
         resume = nl.AutoResume(restore_config=nl.RestoreConfig(path=run["restore"]))
-    peft = LoRA(dim=8, alpha=16, dropout=0.0) if run.get("peft", True) else None
+    scheme = DoRA if run.get("scheme") == "dora" else LoRA
+    peft = scheme(dim=8, alpha=16, dropout=0.0) if run.get("peft", True) else None
     llm.finetune(model, data, trainer, log=log, resume=resume, peft=peft)
     return out
 

@@ -1,9 +1,9 @@
-"""Hugging Face in, LoRA fine-tuning through the llama3_8b finetune recipe, Hugging Face out.
+"""Hugging Face in, LoRA / DoRA fine-tuning through a GPU finetune recipe, Hugging Face out.
 
-Usage: python finetune_e2e.py WORK HF_DIR SFT_DIR [RECIPE STEPS]
+Usage: python finetune_e2e.py WORK HF_DIR SFT_DIR [RECIPE STEPS [PEFT_SCHEME]]
 Imports HF_DIR (llm.import_ckpt), shrinks `llm.<RECIPE>.finetune_recipe` (llama3_8b) to the
-imported model (its saved model config and tokenizer), one CPU rank, fp32, LoRA on SFT_DIR's
-jsonl for STEPS (16) steps, then exports the last checkpoint (adapters merged) to
+imported model (its saved model config and tokenizer), one CPU rank, fp32, its PEFT_SCHEME
+(lora, or dora) on SFT_DIR's jsonl for STEPS (16) steps, then exports the last checkpoint (adapters merged) to
 WORK/exported, its adapters in PEFT's format to WORK/adapter (llm.peft.export_lora) and the
 imported base back to Hugging Face at WORK/base_hf. Prints the paths as JSON on its last line.
 """
@@ -20,17 +20,20 @@ import nemo_run as run
 from nemo_lite import lightning as nl
 from nemo_lite import llm
 from nemo_lite.io import load_context
-from nemo_lite.llm.peft.lora import LoRA
 from recipes.sft_data import finetuning_data
+
+SCHEMES = {"lora": "LoRA", "dora": "DoRA"}  # the recipe's peft_scheme -> its adapter
 
 
 def main() -> None:
     work, hf_dir, sft = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     recipe_name, steps = (sys.argv[4], int(sys.argv[5])) if len(sys.argv) > 5 else (
         "llama3_8b", 16)
+    scheme = sys.argv[6] if len(sys.argv) > 6 else "lora"
     imported = llm.import_ckpt(source=f"hf://{hf_dir}", output_path=str(work / "imported"))
-    recipe = getattr(llm, recipe_name).finetune_recipe(name="e2e", dir=str(work / "runs"), num_nodes=1,
-                                           num_gpus_per_node=1, checkpoint=str(imported))
+    recipe = getattr(llm, recipe_name).finetune_recipe(
+        name="e2e", dir=str(work / "runs"), num_nodes=1, num_gpus_per_node=1,
+        checkpoint=str(imported), peft_scheme=scheme)
     recipe.model = load_context(imported, subpath="model", build=False)  # config + tokenizer
     recipe.trainer.accelerator = "cpu"
     recipe.trainer.strategy = run.Config(nl.MegatronStrategy, tensor_model_parallel_size=1)
@@ -45,7 +48,7 @@ def main() -> None:
     recipe.data = finetuning_data(
         dataset_root=sft, seq_length=64, global_batch_size=8, micro_batch_size=4,
         tokenizer=run.Config(llm.HFTokenizer, str(imported / "tokenizer")))
-    assert fdl.get_callable(recipe.peft) is LoRA and recipe.peft.dim == 8  # peft_scheme='lora'
+    assert fdl.get_callable(recipe.peft).__name__ == SCHEMES[scheme] and recipe.peft.dim == 8
     fdl.build(recipe)()
     last = sorted((work / "runs" / "e2e").rglob(f"step={steps}-*"))[-1]
     exported = llm.export_ckpt(str(last), target="hf", output_path=str(work / "exported"))

@@ -22,9 +22,9 @@ import torch
 from nemo_lite import llm
 
 RECIPES = ["gpt_126m", "llama3_8b", "llama3_70b", "mixtral_8x7b"]
-# each fine-tuning kind once: full, LoRA (dense, TP2 + SP, experts at EP2)
-PEFT_SCHEMES = {"gpt_126m": None, "llama3_8b": "lora", "llama3_70b": "lora",
-                "mixtral_8x7b": "lora"}
+# each fine-tuning kind: full, LoRA (TP1), DoRA (TP2 + SP; every expert's linears at EP2)
+PEFT_SCHEMES = {"gpt_126m": None, "llama3_8b": "lora", "llama3_70b": "dora",
+                "mixtral_8x7b": "dora"}
 
 
 def shrink(recipe, name: str) -> None:
