@@ -188,18 +188,20 @@ def _check_checkpoint_paths(task: Any) -> None:
 
 
 def _adapter_parameters(task: Any, model_config: Any, layout: Any) -> int | None:
-    """A LoRA / DoRA task's adapter parameters per rank (None: every parameter trains)."""
+    """A LoRA / DoRA task's adapter parameters per rank (None: every parameter trains), after
+    its settings are checked against the model and layout (`LoRA.check`, as every rank does)."""
     import fiddle as fdl
 
     from nemo_lite.llm.gpt.memory import adapter_parameters_per_rank
-    from nemo_lite.llm.peft.lora import DEFAULT_TARGETS
 
     peft = _value(task, "peft")
     if peft is None:
         return None
-    kind = fdl.get_callable(peft) if isinstance(peft, fdl.Buildable) else type(peft)
+    peft = fdl.build(peft) if isinstance(peft, fdl.Buildable) else peft
+    if not hasattr(peft, "check"):  # a model transform of the user's own
+        return None
+    tp = layout.tensor_model_parallel_size
+    peft.check(model_config, tp, layout.expert_tensor_parallel_size)
     return adapter_parameters_per_rank(
-        model_config, int(_value(peft, "dim", 8) or 8),
-        list(_value(peft, "target_modules", None) or DEFAULT_TARGETS),
-        magnitude=kind.__name__ == "DoRA", tp=layout.tensor_model_parallel_size,
-        pp=layout.pipeline_model_parallel_size, ep=layout.expert_model_parallel_size)
+        model_config, peft.dim, peft.target_modules, magnitude=type(peft).__name__ == "DoRA",
+        tp=tp, pp=layout.pipeline_model_parallel_size, ep=layout.expert_model_parallel_size)

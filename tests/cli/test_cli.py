@@ -112,6 +112,23 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, case):
     assert not (tmp_path / "nemo_experiments").exists()
 
 
+@pytest.mark.parametrize("args,words", [
+    (["--factory", "llama3_8b", "peft.dim=6", "trainer.strategy.tensor_model_parallel_size=4"],
+     "LoRA(dim=6) must be divisible by the tensor-parallel size 4"),
+    (["--factory", "mixtral_8x7b(peft_scheme='dora')", "model.config.moe_grouped_gemm=True"],
+     "DoRA on MoE experts with moe_grouped_gemm=True"),
+    (["--factory", "mixtral_8x7b", "trainer.strategy.expert_tensor_parallel_size=2",
+      "trainer.strategy.expert_model_parallel_size=4",
+      "trainer.strategy.tensor_model_parallel_size=2", "trainer.strategy.sequence_parallel=True"],
+     "LoRA on MoE experts with expert_tensor_parallel_size=2"),
+])
+def test_peft_settings_the_layout_cannot_take_fail_before_launch(tmp_path, args, words):
+    proc = cli("llm", "finetune", *args, "resume.restore_config.path=/ckpt/step=100", "--dryrun",
+               "-y", cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and lines and words in lines[-1], proc.stderr[-3000:]
+
+
 @pytest.mark.distributed
 def test_tiny_gpt_trains_for_ten_steps_on_two_cpu_ranks(tmp_path):
     proc = cli("llm", "pretrain", "--factory", "tiny_gpt", "trainer.max_steps=10", "-y",

@@ -64,11 +64,8 @@ class LoRA(IOMixin):
         from nemo_lite.llm.peft.lora_layers import LoRALinear
 
         config = chunk.config
-        tp = config.tensor_model_parallel_size or 1
-        if self.dim % tp:
-            raise LoRAConfigError(
-                f"LoRA(dim={self.dim}) must be divisible by the tensor-parallel size {tp} "
-                f"(the adapter is split across TP ranks): pick dim={tp * max(1, self.dim // tp)}.")
+        self.check(config, config.tensor_model_parallel_size or 1,
+                   getattr(config, "expert_tensor_parallel_size", None))
         if any(isinstance(m, LoRALinear) for m in chunk.modules()):
             return  # already adapted (configure_model ran the transform before)
         for param in chunk.parameters():
@@ -94,14 +91,8 @@ class LoRA(IOMixin):
         mode = parallel_mode(module)
         expert = bool(getattr(module, "is_expert", False))
         tp = config.tensor_model_parallel_size or 1
-        if expert:
-            tp = getattr(config, "expert_tensor_parallel_size", None) or tp
-            if tp > 1:
-                raise LoRAConfigError(
-                    f"LoRA on MoE experts with expert_tensor_parallel_size={tp}: adapters on "
-                    "experts support expert tensor parallel 1; set "
-                    "expert_tensor_parallel_size=1 or leave the experts out of "
-                    "target_modules (e.g. ['linear_qkv', 'linear_proj']).")
+        if expert:  # expert tensor parallel 1 (`check`)
+            tp = 1
         out_local, in_local = module.weight.shape
         in_features = in_local * tp if mode == "row" else in_local
         out_features = out_local * tp if mode == "column" else out_local
@@ -113,6 +104,29 @@ class LoRA(IOMixin):
                               expert=expert)
         adapter.to(device=module.weight.device)
         return wrapper_class(module, adapter)
+
+    def check(self, config: Any, tp: int, etp: int | None = None) -> None:
+        """The settings this model and layout must allow (pure: the CLI's plan checks them
+        before launch, every rank again when it applies the transform)."""
+        name = type(self).__name__
+        if self.dim % tp:
+            raise LoRAConfigError(
+                f"{name}(dim={self.dim}) must be divisible by the tensor-parallel size {tp} "
+                f"(the adapter is split across TP ranks): pick dim={tp * max(1, self.dim // tp)}.")
+        experts_targeted = bool(getattr(config, "num_moe_experts", None)) and any(
+            p in ("linear_fc1", "linear_fc2") or ".experts." in p for p in self.target_modules)
+        if not experts_targeted:
+            return
+        if getattr(config, "moe_grouped_gemm", False):
+            raise LoRAConfigError(
+                f"{name} on MoE experts with moe_grouped_gemm=True (one GEMM over all local "
+                "experts): adapters need SequentialMLP experts; set moe_grouped_gemm=False or "
+                "leave the experts out of target_modules (e.g. ['linear_qkv', 'linear_proj']).")
+        if (etp or tp) > 1:
+            raise LoRAConfigError(
+                f"{name} on MoE experts with expert_tensor_parallel_size={etp or tp}: adapters "
+                "on experts support expert tensor parallel 1; set expert_tensor_parallel_size=1 "
+                "or leave the experts out of target_modules (e.g. ['linear_qkv', 'linear_proj']).")
 
     def layer_classes(self) -> tuple[type, type]:
         """(adapter, wrapper) module classes: LoRA's; DoRA returns its own."""
