@@ -7,7 +7,11 @@ saved-tensor hooks account every tensor autograd keeps for the backward pass (pa
 excluded, each storage once, released when autograd frees it), so the peak is the activation
 memory the step held, the backward pass's recompute included. Printed per setting: the measured
 peak, the `--dryrun` estimate (`nemo_lite.llm.gpt.memory.estimate_memory`, activations only),
-their ratio, and the saving against no recompute.
+their ratio, and the saving against no recompute. Then the whole estimate (weights, gradients,
+Adam state, activations) against the tensors the step held (live parameters, megatron's
+gradient buffers and Adam state after step 2, plus the activation peak) and against the
+process's peak resident memory above its start (ru_maxrss minus the RSS before the model is
+built: allocator caches, the logits and the loss, torch's workspaces are in it, not estimated).
 
     python benchmarks/recompute_memory.py [--seq 1024] [--micro-batch 4]
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,7 @@ def measure(recompute: dict, seq: int, micro_batch: int, run_dir: str) -> dict:
     import weakref
 
     import lightning.pytorch as pl
+    import psutil
     import torch
     from megatron.core.optimizer import OptimizerConfig
 
@@ -61,6 +67,8 @@ def measure(recompute: dict, seq: int, micro_batch: int, run_dir: str) -> dict:
             if self.hooks is not None:
                 self.hooks.__exit__(None, None, None)
                 self.hooks = None
+                self.held = held_tensors(pl_module, trainer.optimizers[0].mcore)
+                self.rss = psutil.Process().memory_info().rss
 
         def pack(self, tensor: torch.Tensor) -> torch.Tensor:
             storage = tensor.untyped_storage()
@@ -81,6 +89,7 @@ def measure(recompute: dict, seq: int, micro_batch: int, run_dir: str) -> dict:
 
     config = llm.GPTConfig(num_layers=4, hidden_size=64, num_attention_heads=4, seq_length=seq,
                            hidden_dropout=0.0, attention_dropout=0.0, **recompute)
+    baseline = psutil.Process().memory_info().rss  # imports done, no model yet
     saved = SavedActivations()
     trainer = nl.Trainer(strategy=nl.MegatronStrategy(), accelerator="cpu", devices=1, max_steps=2,
                          enable_progress_bar=False, enable_model_summary=False,
@@ -91,10 +100,29 @@ def measure(recompute: dict, seq: int, micro_batch: int, run_dir: str) -> dict:
     data = llm.MockDataModule(seq_length=seq, global_batch_size=micro_batch,
                               micro_batch_size=micro_batch)
     trainer.fit(model, data)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     estimate = estimate_memory(config, precision="32", micro_batch_size=micro_batch,
                                seq_length=seq, num_microbatches=1, vocab_size=258,
-                               flash_attention=False).activations
-    return {"measured": saved.peak, "estimate": estimate}
+                               flash_attention=False)
+    return {"measured": saved.peak, "estimate": estimate.activations,
+            "held": saved.held, "estimate_whole": {
+                "weights": estimate.weights, "gradients": estimate.gradients,
+                "optimizer": estimate.optimizer, "total": estimate.total},
+            "peak_rss_above_baseline": peak_rss - baseline}
+
+
+def held_tensors(pl_module, optimizer) -> dict[str, int]:
+    """Bytes of the live weights, gradient buffers (megatron's main_grad) and Adam state, each
+    storage counted once."""
+    def total(tensors) -> int:
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+        return sum(storages.values())
+
+    params = list(pl_module.parameters())
+    grads = [p.main_grad for p in params if getattr(p, "main_grad", None) is not None]
+    state = [v for per_param in optimizer.optimizer.state.values()
+             for v in per_param.values() if hasattr(v, "untyped_storage") and v.dim() > 0]
+    return {"weights": total(params), "gradients": total(grads), "optimizer": total(state)}
 
 
 def main() -> None:
@@ -122,6 +150,16 @@ def main() -> None:
         print(f"  {name:<32} measured {r['measured'] / mib:8.1f} MiB  estimate "
               f"{r['estimate'] / mib:8.1f} MiB  (estimate/measured {r['estimate'] / r['measured']:.2f}; "
               f"saves {1 - r['measured'] / base:5.1%} of no recompute)")
+    print("the whole estimate (weights + gradients + Adam state + activations) per setting:")
+    for name, r in results.items():
+        held, est = r["held"], r["estimate_whole"]
+        tensors = sum(held.values()) + r["measured"]
+        parts = ", ".join(f"{k} {held[k] / mib:.2f}/{est[k] / mib:.2f}"
+                          for k in ("weights", "gradients", "optimizer"))
+        print(f"  {name:<32} estimate {est['total'] / mib:8.1f} MiB; held tensors "
+              f"{tensors / mib:8.1f} MiB ({est['total'] / tensors:.2f}x; MiB measured/estimate: "
+              f"{parts}); process peak above start {r['peak_rss_above_baseline'] / mib:8.1f} MiB "
+              f"({est['total'] / r['peak_rss_above_baseline']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ export DOCKER_HOST="unix://$SOCK"
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
   echo "== installing docker.io and debootstrap (apt-get)" >&2
   export DEBIAN_FRONTEND=noninteractive
+  exec 9>/tmp/nemo_lite_apt.lock  # one apt-get at a time (the Slurm clusters install too)
+  flock -w 1200 9 || { echo "waited 20 min for another apt-get (/tmp/nemo_lite_apt.lock)" >&2
+                       exit 1; }
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends docker.io debootstrap >&2
+  flock -u 9
 fi
 DOCKER=$(command -v docker)
 

@@ -82,6 +82,10 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
    || ! command -v munged >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
   say "installing $PKGS"
   export DEBIAN_FRONTEND=noninteractive
+  # one apt-get at a time on this machine: the one- and two-node clusters and dockerd may be
+  # started side by side by the two test workers, and dpkg's lock fails a second apt-get
+  exec 9>/tmp/nemo_lite_apt.lock
+  flock -w 1200 9 || die "waited 20 min for another test daemon's apt-get (/tmp/nemo_lite_apt.lock)"
   # keep the packages' own service scripts from starting system-wide daemons
   created_policy=
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -96,6 +100,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
                                 tail -20 "$DIR/apt.log" >&2; die "apt-get install failed (log: $DIR/apt.log)"; }
   fi
   [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+  flock -u 9
   say "installed in $(elapsed) s"
 fi
 
