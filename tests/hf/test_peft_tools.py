@@ -83,6 +83,10 @@ def test_peft_loads_the_exported_adapters_with_the_same_logits(runs, family):
     adapted = hf_logits(paths["base_hf"], ids, adapter=paths["adapter"])
     base = hf_logits(paths["base_hf"], ids)
     assert (merged - base).abs().max() > 1e-2  # the adapters matter...
+    print(f"{family}: PEFT on the exported base vs the merged export: max |logit diff| "
+          f"{float((adapted - merged).abs().max()):.2e} (logit scale "
+          f"{float(merged.abs().max()):.2f}; the adapters move logits by up to "
+          f"{float((merged - base).abs().max()):.2f})")
     assert (adapted - merged).abs().max() <= 1e-5 * max(1.0, float(merged.abs().max()))
     config = json.loads((paths["adapter"] / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 8 and config["lora_alpha"] == 16
@@ -100,6 +104,7 @@ def test_peft_loads_the_exported_adapters_with_the_same_logits(runs, family):
         merged_by_peft = PeftModel.from_pretrained(base_model, paths["adapter"]).merge_and_unload()
         with torch.no_grad():
             theirs = merged_by_peft.eval()(ids).logits
+        print(f"{family}: PEFT's own DoRA merge vs ours: {float((theirs - merged).abs().max()):.2e}")
         assert (theirs - merged).abs().max() <= 1e-5 * max(1.0, float(merged.abs().max()))
 
 
@@ -122,6 +127,8 @@ def test_merged_checkpoint_is_a_full_checkpoint_with_the_adapted_logits(runs, fa
              "2,1,0,1", str(out), str(tmp_path / "merged.pt"))
     ours = torch.load(tmp_path / "merged.pt")[..., :VOCAB]
     theirs = hf_logits(paths["exported"], tokens())
+    print(f"{family}: merged checkpoint at TP2 vs transformers on the merged export: "
+          f"{float((ours - theirs).abs().max()):.2e}")
     assert (ours - theirs).abs().max() <= 1e-5 * max(1.0, float(theirs.abs().max()))
 
 
