@@ -36,7 +36,7 @@ def is_secret(name: str) -> bool:
 def slug(name: str, default: str = "job") -> str:
     """`name` as a plain file / job name: runs of other characters become '-'."""
     out = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-.")
-    return out[:80] or default
+    return out[:80].rstrip("-.") or default  # cut, then trimmed again: slug(slug(x)) == slug(x)
 
 
 def check_env_names(names, what: str = "environment variable") -> None:
