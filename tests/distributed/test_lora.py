@@ -141,8 +141,15 @@ def test_every_expert_is_adapted(runs):
     assert sum(".local_experts." in n for n in ep2) * 2 == sum(".local_experts." in n for n in ep1)
 
 
+def worst(losses: list[float], reference: list[float]) -> float:
+    return max(abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=True))
+
+
 def test_expert_lora_at_ep2_matches_ep1(runs):
     _, out = runs
+    print(f"expert LoRA, EP2 vs EP1: fresh {worst(out['ep2']['losses'], out['ep1']['losses'][:3]):.2e}"
+          f", resumed {worst(out['ep2_resumed']['losses'], out['ep1']['losses'][3:]):.2e} (largest "
+          f"relative loss difference); merge at EP2 {out['ep2_resumed']['merge_max_diff']:.2e}")
     assert out["ep2"]["losses"] == pytest.approx(out["ep1"]["losses"][:3], rel=1e-5)
     assert out["ep2"]["frozen_changed"] == [] and out["ep2"]["optimizer_holds_trainable_only"]
     resumed = out["ep2_resumed"]
@@ -156,6 +163,10 @@ def test_expert_lora_at_ep2_matches_ep1(runs):
 def test_dora_at_tp2_matches_tp1_and_merges_exactly(runs):
     _, out = runs
     tp1 = out["dora_tp1"]
+    print(f"DoRA vs TP1: TP2+SP {worst(out['dora_tp2_sp']['losses'], tp1['losses'][:3]):.2e}, TP2 "
+          f"resumed {worst(out['dora_tp2_resumed']['losses'], tp1['losses'][3:]):.2e}; merge at "
+          f"TP2 {out['dora_tp2_resumed']['merge_max_diff']:.2e}; start vs base "
+          f"{tp1['init_vs_base_max_diff']}")
     assert tp1["init_vs_base_max_diff"] == 0.0  # m = ||W||, B = 0: the base model exactly
     assert sum(n.endswith(".adapter.magnitude_delta") for n in tp1["trainable"]) == 8
     assert tp1["trainable_unchanged"] == []  # the magnitudes train too
