@@ -154,9 +154,9 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, command, args, words):
 def test_adapters_of_a_model_without_a_hugging_face_form_are_refused(tmp_path):
     from nemo_lite import llm
     from nemo_lite.llm.peft.hf_adapter import _family
-    from nemo_lite.llm.peft.saved import PEFTCheckpointError
+    from nemo_lite.llm.peft.saved import LoRACheckpoint, PEFTCheckpointError
 
     config = llm.GPTConfig(num_layers=2, hidden_size=64, num_attention_heads=4,
                            position_embedding_type="rope")
     with pytest.raises(PEFTCheckpointError, match="has no Hugging Face form"):
-        _family(tmp_path, {}, config)
+        _family(LoRACheckpoint(tmp_path, {}, None, config, {}, tmp_path / "out"))

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nemo_lite.llm.peft.saved import (
+    LoRACheckpoint,
     PEFTCheckpointError,
-    check_lora_checkpoint,
-    check_output,
     checked_meanwhile,
     load_adapted,
+    open_lora_checkpoint,
 )
 
 PEFT_PREFIX = "base_model.model."
@@ -35,37 +35,37 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 
 
-def _family(ckpt: Path, manifest: dict, config: Any) -> tuple[Any, str]:
+def _family(source: LoRACheckpoint) -> tuple[Any, str]:
     """(family module, architecture) of the checkpoint's Hugging Face counterpart."""
-    from nemo_lite.lightning.checkpoint_dir import read_manifest
     from nemo_lite.llm.hf.families import architecture_of, family_for
     from nemo_lite.llm.hf.source import HFCheckpointError
 
-    base = read_manifest(manifest.get("base_weights") or "") or {}
     try:
-        architecture = (manifest.get("architecture") or base.get("architecture")
-                        or architecture_of(config))
+        architecture = (source.manifest.get("architecture")
+                        or source.base_manifest.get("architecture")
+                        or architecture_of(source.config))
         family = family_for(architecture)
         if hasattr(family, "check_exportable"):
-            family.check_exportable(config)
+            family.check_exportable(source.config)
     except (HFCheckpointError, ValueError) as error:
-        raise PEFTCheckpointError(f"export_lora: {ckpt}'s base model has no Hugging Face "
+        raise PEFTCheckpointError(f"export_lora: {source.path}'s base model has no Hugging Face "
                                   f"form: {error}") from None
     return family, architecture
 
 
+def _prepare(path: Any, output_path: Any, overwrite: bool) -> tuple[LoRACheckpoint, Any, str]:
+    source = open_lora_checkpoint(path, output_path, overwrite, "export_lora")
+    return (source, *_family(source))
+
+
 def check_export(path: Any, output_path: Any, overwrite: bool = False) -> list[str]:
     """What `export_lora` will do, checked without writing: the lines `--dryrun` prints."""
-    from nemo_lite.io import load_context
-
-    ckpt, manifest, transform = check_lora_checkpoint(path, "export_lora")
-    out = check_output(output_path, overwrite, "export_lora")
-    config = load_context(ckpt, subpath="model.config")
-    _, architecture = _family(ckpt, manifest, config)
-    return [f"checkpoint: {ckpt} (step {manifest.get('step')}, {type(transform).__name__} "
-            f"dim {transform.dim}, alpha {transform.alpha})",
-            f"base: {architecture} ({_base_source(manifest) or 'no Hugging Face source'})",
-            f"output: {out} ({WEIGHTS_NAME} + {CONFIG_NAME})"]
+    source, _, architecture = _prepare(path, output_path, overwrite)
+    transform = source.transform
+    return [f"checkpoint: {source.path} (step {source.manifest.get('step')}, "
+            f"{type(transform).__name__} dim {transform.dim}, alpha {transform.alpha})",
+            f"base: {architecture} ({_base_source(source) or 'no Hugging Face source'})",
+            f"output: {source.output} ({WEIGHTS_NAME} + {CONFIG_NAME})"]
 
 
 def export_lora(path: str = "", output_path: Optional[str] = None,
@@ -74,15 +74,11 @@ def export_lora(path: str = "", output_path: Optional[str] = None,
     import torch
     from safetensors.torch import save_file
 
-    from nemo_lite.io import load_context
     from nemo_lite.llm.hf.convert import single_rank
     from nemo_lite.llm.peft.lora_layers import LoRALinear
 
-    check_export(path, output_path, overwrite)
-    ckpt, manifest, transform = check_lora_checkpoint(path, "export_lora")
-    out = Path(str(output_path))
-    config = load_context(ckpt, subpath="model.config")
-    family, _ = _family(ckpt, manifest, config)
+    source, family, _ = _prepare(path, output_path, overwrite)
+    ckpt, config, out = source.path, source.config, source.output
     rules = {name: (rule, hf_names) for rule in family.rules(config)
              for name, hf_names in rule.expand(config.num_layers)}
     conv1d = bool(getattr(family, "CONV1D", False))
@@ -90,7 +86,7 @@ def export_lora(path: str = "", output_path: Optional[str] = None,
     modules: list[str] = []
     with single_rank():
         with checked_meanwhile(ckpt):
-            chunk = load_adapted(ckpt, config, transform)
+            chunk = load_adapted(ckpt, config, source.transform)
         for name, wrapper in chunk.named_modules():
             if not isinstance(wrapper, LoRALinear):
                 continue
@@ -101,6 +97,7 @@ def export_lora(path: str = "", output_path: Optional[str] = None,
                     "llm peft merge, then nemo llm export), or fine-tune with target_modules "
                     "that leave the experts out.")
             rule, hf_names = rules[f"{name}.weight"]
+            dtype = wrapper.to_wrap.weight.dtype
             a = wrapper.adapter.linear_in.weight.detach().float()
             b = wrapper.adapter.linear_out.weight.detach().float()
             parts = rule.split(b, config) if rule.split else (b,)
@@ -111,7 +108,6 @@ def export_lora(path: str = "", output_path: Optional[str] = None,
             for hf_name, part, m_part in zip(hf_names, parts, magnitudes, strict=True):
                 module = hf_name.removesuffix(".weight")
                 modules.append(module)
-                dtype = wrapper.to_wrap.weight.dtype
                 tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = a.to(dtype).clone()
                 tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = (
                     part.t() if conv1d else part).to(dtype).contiguous()
@@ -123,7 +119,8 @@ def export_lora(path: str = "", output_path: Optional[str] = None,
     tmp.mkdir(parents=True)
     save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
     (tmp / CONFIG_NAME).write_text(json.dumps(
-        adapter_config(transform, sorted(modules), conv1d, _base_source(manifest)), indent=2))
+        adapter_config(source.transform, sorted(modules), conv1d, _base_source(source)),
+        indent=2))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -141,10 +138,6 @@ def adapter_config(transform: Any, modules: list[str], conv1d: bool,
             "inference_mode": True, "init_lora_weights": True, "modules_to_save": None}
 
 
-def _base_source(manifest: dict) -> Optional[str]:
+def _base_source(source: LoRACheckpoint) -> Optional[str]:
     """The Hugging Face directory the base checkpoint was imported from, if it was."""
-    from nemo_lite.lightning.checkpoint_dir import read_manifest
-
-    base = read_manifest(manifest.get("base_weights") or "") or {}
-    return base.get("source") or manifest.get("source")
-
+    return source.base_manifest.get("source") or source.manifest.get("source")

@@ -14,21 +14,24 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nemo_lite.llm.peft.saved import (
-    check_lora_checkpoint,
-    check_output,
+    LoRACheckpoint,
     checked_meanwhile,
     load_adapted,
+    open_lora_checkpoint,
 )
 
 
 def check_merge(path: Any, output_path: Any, overwrite: bool = False) -> list[str]:
     """What `merge_lora` will do, checked without writing: the lines `--dryrun` prints."""
-    ckpt, manifest, transform = check_lora_checkpoint(path, "merge_lora")
-    out = check_output(output_path, overwrite, "merge_lora")
-    return [f"checkpoint: {ckpt} (step {manifest.get('step')}, "
+    return _lines(open_lora_checkpoint(path, output_path, overwrite, "merge_lora"))
+
+
+def _lines(source: LoRACheckpoint) -> list[str]:
+    transform, manifest = source.transform, source.manifest
+    return [f"checkpoint: {source.path} (step {manifest.get('step')}, "
             f"{type(transform).__name__} dim {getattr(transform, 'dim', '?')}, "
             f"base {manifest.get('base_weights') or 'in the checkpoint'})",
-            f"output: {out} (a full checkpoint, adapters merged)"]
+            f"output: {source.output} (a full checkpoint, adapters merged)"]
 
 
 def merge_lora(path: str = "", output_path: Optional[str] = None,
@@ -42,16 +45,14 @@ def merge_lora(path: str = "", output_path: Optional[str] = None,
     from nemo_lite.lightning.model_state import model_sharded_state_dict
     from nemo_lite.llm.hf.convert import single_rank
 
-    check_merge(path, output_path, overwrite)
-    ckpt, manifest, transform = check_lora_checkpoint(path, "merge_lora")
-    out = Path(str(output_path))
-    config = load_context(ckpt, subpath="model.config")
+    source = open_lora_checkpoint(path, output_path, overwrite, "merge_lora")
+    ckpt, manifest, out = source.path, source.manifest, source.output
     model = load_context(ckpt, subpath="model", build=False)
     model.model_transform = None  # the merged model is the plain one
     with single_rank():
         with checked_meanwhile(ckpt):
-            chunk = load_adapted(ckpt, config, transform)
-        transform.merge([chunk])
+            chunk = load_adapted(ckpt, source.config, source.transform)
+        source.transform.merge([chunk])
         if out.exists():
             shutil.rmtree(out)
         MegatronCheckpointIO().save_checkpoint(model_sharded_state_dict([chunk]), out, {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,24 @@ def check_output(output_path: Any, overwrite: bool, tool: str) -> Path:
     return out
 
 
-def check_lora_checkpoint(path: Any, tool: str) -> tuple[Path, dict, Any]:
-    """(checkpoint, manifest, adapter transform) of a readable LoRA checkpoint, or one error."""
-    from nemo_lite.lightning.checkpoint_dir import resolve_checkpoint_path
+@dataclass(frozen=True)
+class LoRACheckpoint:
+    """A readable fine-tuning checkpoint with adapters, and where its tool will write: read
+    once, used by the `--dryrun` lines and by the run."""
+
+    path: Path
+    manifest: dict
+    transform: Any  # the LoRA / DoRA it was fine-tuned with
+    config: Any  # its model config
+    base_manifest: dict  # the manifest of the checkpoint its frozen base comes from ({} if none)
+    output: Path
+
+
+def open_lora_checkpoint(path: Any, output_path: Any, overwrite: bool,
+                         tool: str) -> LoRACheckpoint:
+    """Everything `tool` needs from checkpoint `path`, checked, or one error; writes nothing."""
+    from nemo_lite.io import load_context
+    from nemo_lite.lightning.checkpoint_dir import read_manifest, resolve_checkpoint_path
     from nemo_lite.lightning.checkpoint_io import checkpoint_problem
 
     if not path:
@@ -109,4 +125,8 @@ def check_lora_checkpoint(path: Any, tool: str) -> tuple[Path, dict, Any]:
     problem, manifest = checkpoint_problem(ckpt)
     if problem:
         raise PEFTCheckpointError(problem)
-    return ckpt, manifest or {}, require_adapters(ckpt, tool)
+    transform = require_adapters(ckpt, tool)
+    output = check_output(output_path, overwrite, tool)
+    manifest = manifest or {}
+    return LoRACheckpoint(ckpt, manifest, transform, load_context(ckpt, subpath="model.config"),
+                          read_manifest(manifest.get("base_weights") or "") or {}, output)
